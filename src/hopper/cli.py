@@ -1,0 +1,366 @@
+"""The `hopper` command: a thin Click layer over the library. The only module with click/rich.
+
+stdout carries results (or, with --json, exactly one JSON document); progress and tables go to
+stderr, and only when stderr is a terminal. Exit codes: 0 ok, 1 the run or an AWS call failed,
+2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from hopper import engine
+from hopper.config import INVOCATION_TYPES, MODES, RunConfig
+from hopper.errors import EXIT_BAD_INPUT, HopperError
+from hopper.summary import PlanSummary, RunSummary
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def _selection_options(func: F) -> F:
+    """Options shared by `run` and `plan`: what to list, keep, batch and where to send it."""
+    options = [
+        click.option(
+            "--target",
+            "-t",
+            help="lambda:NAME, NAME, a Lambda ARN, FILE.py:FUNC or python:MODULE:FUNC.",
+        ),
+        click.option(
+            "--mode",
+            default="objects",
+            show_default=True,
+            help=f"One item per object or per common prefix: {' or '.join(MODES)}.",
+        ),
+        click.option(
+            "--start-after",
+            metavar="KEY",
+            help="List only keys after KEY (a cursor from an earlier run).",
+        ),
+        click.option(
+            "--include",
+            multiple=True,
+            metavar="GLOB",
+            help="Keep keys matching GLOB (repeatable; * also matches /).",
+        ),
+        click.option(
+            "--exclude", multiple=True, metavar="GLOB", help="Drop keys matching GLOB (repeatable)."
+        ),
+        click.option(
+            "--min-size",
+            metavar="SIZE",
+            help="Keep objects of at least SIZE bytes (512, 10KB, 2MiB).",
+        ),
+        click.option("--max-size", metavar="SIZE", help="Keep objects of at most SIZE bytes."),
+        click.option(
+            "--modified-after",
+            metavar="ISO8601",
+            help="Keep objects modified after this time (UTC if no zone).",
+        ),
+        click.option(
+            "--modified-before", metavar="ISO8601", help="Keep objects modified before this time."
+        ),
+        click.option("--limit", metavar="N", help="Stop after N selected items."),
+        click.option(
+            "--batch-size",
+            default="1",
+            show_default=True,
+            metavar="N",
+            help="Items per invocation.",
+        ),
+        click.option(
+            "--invocation-type",
+            default="event",
+            show_default=True,
+            help=f"Lambda invocation: {' or '.join(INVOCATION_TYPES)}.",
+        ),
+        click.option(
+            "--payload", metavar="JSON", help="A JSON object merged into every worker event."
+        ),
+        click.option("--region", help="AWS region."),
+        click.option("--profile", help="AWS named profile."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_CONFIG_KEYS = (
+    "target", "mode", "start_after", "include", "exclude", "min_size", "max_size",
+    "modified_after", "modified_before", "limit", "batch_size", "invocation_type", "payload",
+    "region", "profile", "concurrency", "deadline", "timeout", "memory", "max_attempts",
+)  # fmt: skip
+
+
+def _config(source: str, options: dict[str, Any]) -> RunConfig:
+    values = {key: options[key] for key in _CONFIG_KEYS if options.get(key) not in (None, ())}
+    return RunConfig.from_mapping({"source": source, **values})
+
+
+def _session(config: RunConfig) -> Any:
+    if not (config.source.startswith("s3://") or (config.target and not config.is_local_target)):
+        return None
+    from hopper import aws
+
+    return aws.make_session(region=config.region, profile=config.profile)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="hopper")
+@click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Fan out the objects of an S3 bucket (or a local folder) to a Lambda (or local) worker."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@cli.command()
+@click.argument("source")
+@_selection_options
+@click.option(
+    "--concurrency",
+    metavar="N",
+    help="Invocations in flight at once [default: 16 for Lambda, CPUs for local].",
+)
+@click.option(
+    "--deadline",
+    metavar="SECONDS",
+    help="Stop dispatching after SECONDS; report the cursor to resume from.",
+)
+@click.option(
+    "--timeout", metavar="SECONDS", help="Local workers: time limit per invocation [default: 60]."
+)
+@click.option(
+    "--memory",
+    metavar="MB",
+    help="Local workers: memory_limit_in_mb their context reports [default: 128].",
+)
+@click.option(
+    "--max-attempts",
+    metavar="N",
+    help="Attempts per batch on throttling, 5xx or connection errors [default: 6].",
+)
+def run(source: str, as_json: bool, **options: Any) -> int:
+    """List SOURCE, select, batch and invoke TARGET for every batch.
+
+    SOURCE is s3://BUCKET[/PREFIX] or a local folder. Exit code 0 when every item was
+    dispatched, 1 when any failed or was not dispatched, 2 on bad input.
+    """
+    config = _config(source, options)
+    if config.target is None:
+        raise click.UsageError("missing --target (lambda:NAME, FILE.py:FUNC, ...)")
+    progress = _Progress() if _stderr_is_terminal() else None
+    try:
+        summary = engine.run(
+            config,
+            boto3_session=_session(config),
+            on_progress=progress.update if progress else None,
+        )
+    finally:
+        if progress:
+            progress.stop()
+    if summary.error and summary.counts.listed == 0 and summary.counts.batches == 0:
+        # Nothing happened before the error: one line says it all.
+        raise _StartFailure(summary.error)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        _print_run(summary)
+    if summary.error:
+        click.echo(f"hopper: error: {summary.error}", err=True)
+    return summary.exit_code
+
+
+@cli.command()
+@click.argument("source")
+@_selection_options
+def plan(source: str, as_json: bool, **options: Any) -> int:
+    """Show what `run` would do: list, select and batch SOURCE, invoke nothing."""
+    config = _config(source, options)
+    summary = engine.plan(config, boto3_session=_session(config))
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        _print_plan(summary)
+    return 0
+
+
+class _StartFailure(HopperError):
+    pass
+
+
+# --------------------------------------------------------------------------------- output
+
+
+def _print_run(summary: RunSummary) -> None:
+    c = summary.counts
+    for result in summary.results:
+        click.echo(f"{', '.join(result['keys'])}\t{json.dumps(result['result'], default=str)}")
+    for failure in summary.failures:
+        keys = ", ".join(failure["keys"])
+        more = (
+            f" (+{failure['items'] - len(failure['keys'])} more)"
+            if failure["items"] > len(failure["keys"])
+            else ""
+        )
+        click.echo(
+            f"{failure['status'].upper()} batch {failure['batch']} [{keys}{more}]: "
+            f"{failure['error_type']}: {failure['error']}"
+        )
+    rows = [
+        ("run", summary.run_id),
+        ("status", summary.status),
+        ("source", f"{summary.source} ({summary.mode})"),
+        ("target", summary.target),
+        ("listed", str(c.listed)),
+        ("skipped", str(c.skipped)),
+        ("selected", str(c.selected)),
+        ("batches", str(c.batches)),
+        ("dispatched", f"{c.dispatched} items in {c.dispatched_batches} batches"),
+        ("failed", f"{c.failed} items in {c.failed_batches} batches"),
+        ("not dispatched", str(c.not_dispatched)),
+        ("duration", f"{summary.duration_s:.2f}s"),
+    ]
+    if summary.stopped:
+        rows.append(("stopped", summary.stopped))
+    if summary.cursor is not None:
+        rows.append(("resume with", f"--start-after {json.dumps(summary.cursor)}"))
+    for skip in summary.skipped:
+        rows.append(("skipped", f"{skip['key']}: {skip['reason']}"))
+    _print_rows(f"hopper run {summary.run_id}", rows)
+
+
+def _print_plan(summary: PlanSummary) -> None:
+    cost = summary.to_dict()["estimated_cost_usd"]
+    batches = f"min {summary.min_batch_items}, mean {summary.mean_batch_items}"
+    largest = f"{summary.largest_payload_bytes} bytes (batch {summary.largest_payload_batch})"
+    lambda_price = cost["lambda_price_per_million_requests"]
+    list_price = cost["s3_list_price_per_thousand_requests"]
+    rows = [
+        ("source", f"{summary.source} ({summary.mode})"),
+        ("target", f"{summary.target or '-'} ({summary.invocation_type})"),
+        ("listed", str(summary.listed)),
+        ("skipped", str(summary.skipped)),
+        ("selected", str(summary.selected)),
+        ("invocations", str(summary.invocations)),
+        (
+            "items per batch",
+            f"{batches}, max {summary.max_batch_items}",
+        ),
+        (
+            "largest payload",
+            f"{largest}; limit {summary.payload_limit}",
+        ),
+        ("too large to send", str(summary.oversize)),
+        (
+            "est. Lambda requests",
+            f"${cost['lambda_requests']:.6f} at ${lambda_price}/1M",
+        ),
+    ]
+    if summary.source.startswith("s3://"):
+        rows.append(
+            (
+                "est. S3 LIST",
+                f"${cost['s3_list_requests']:.6f} at ${list_price}/1k",
+            )
+        )
+    for item in summary.oversize_items:
+        rows.append(("too large", f"{item['key']}: {item['reason']}"))
+    for key in summary.first_keys[:10]:
+        rows.append(("first keys", key))
+    _print_rows("hopper plan (nothing invoked)", rows)
+
+
+def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    if _stderr_is_terminal() and not sys.stdout.isatty():
+        # stdout is piped: keep it machine-readable and show the table on the terminal.
+        click.echo("\n".join(f"{name}\t{value}" for name, value in rows))
+    if _stderr_is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        for name, value in rows:
+            table.add_row(name, value)
+        Console(stderr=True).print(table)
+        return
+    click.echo(title)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"  {name.ljust(width)}  {value}")
+
+
+class _Progress:
+    """A live line on stderr: counts so far. The total is unknown while the listing streams."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task("listing", total=None)
+        self._progress.start()
+
+    def update(self, summary: RunSummary) -> None:
+        c = summary.counts
+        self._progress.update(
+            self._task,
+            description=(
+                f"listed {c.listed}  selected {c.selected}  dispatched {c.dispatched}  "
+                f"failed {c.failed}"
+            ),
+        )
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line on stderr for any error, never a traceback."""
+    try:
+        code = cli.main(args=argv, prog_name="hopper", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("hopper: aborted", err=True)
+        return 130
+    except click.UsageError as exc:
+        click.echo(f"hopper: error: {exc.format_message()}", err=True)
+        return EXIT_BAD_INPUT
+    except click.ClickException as exc:
+        click.echo(f"hopper: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except HopperError as exc:
+        click.echo(f"hopper: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("hopper: interrupted", err=True)
+        return 130
+    return int(code or 0) if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

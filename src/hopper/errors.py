@@ -1,0 +1,165 @@
+"""One error tree for hopper; botocore errors are translated here, at the boundary.
+
+Every error carries the exit code the CLI uses, so a caller never has to map types to codes:
+2 means the input was bad (nothing was invoked), 1 means a run or an AWS call failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class HopperError(Exception):
+    """Base of every error hopper raises on purpose."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class InvalidInput(HopperError):
+    """The caller's input cannot be used; raised before anything is invoked."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class WorkerLoadError(InvalidInput):
+    """A local worker file or module cannot be loaded, or lacks the function."""
+
+
+class AWSError(HopperError):
+    """An AWS call failed; names the operation and the resource it was about."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        resource: str,
+        code: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.operation = operation
+        self.resource = resource
+        self.code = code
+
+
+class NotFound(AWSError):
+    """The bucket or function does not exist (or is not visible to these credentials)."""
+
+
+class AccessDenied(AWSError):
+    """The credentials lack a permission the operation needs."""
+
+
+class CredentialsError(HopperError):
+    """No usable AWS credentials or region."""
+
+
+# Error codes that make every later call fail the same way: the run stops at the first one
+# instead of reporting thousands of identical failures.
+_NOT_FOUND_CODES = frozenset(
+    {"NoSuchBucket", "ResourceNotFoundException", "NoSuchKey", "404", "NotFound"}
+)
+_ACCESS_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "403",
+    }
+)
+
+_HINTS = {
+    "NoSuchBucket": "check the bucket name and the region (--region)",
+    "ResourceNotFoundException": "check the function name and the region (--region)",
+    "AccessDenied": "the credentials in use lack this permission",
+    "AccessDeniedException": "the credentials in use lack this permission",
+    "InvalidAccessKeyId": "check the AWS credentials (--profile or the environment)",
+    "UnrecognizedClientException": "check the AWS credentials (--profile or the environment)",
+    "ExpiredToken": "refresh the AWS credentials",
+    "ExpiredTokenException": "refresh the AWS credentials",
+}
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError, or '' for anything else."""
+    response: Any = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    code = response.get("Error", {}).get("Code", "")
+    if not code:
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(status) if status else ""
+    return str(code)
+
+
+def error_message(exc: BaseException) -> str:
+    response: Any = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        message = response.get("Error", {}).get("Message")
+        if message:
+            return str(message)
+    return str(exc)
+
+
+def is_fatal_code(code: str) -> bool:
+    """True when retrying, or trying the next item, cannot succeed either."""
+    return code in _NOT_FOUND_CODES or code in _ACCESS_CODES
+
+
+def translate(exc: BaseException, *, operation: str, resource: str) -> HopperError:
+    """Turn a botocore exception into a HopperError naming the operation and resource."""
+    if isinstance(exc, HopperError):
+        return exc
+    name = type(exc).__name__
+    if name in {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"}:
+        return CredentialsError(
+            f"{operation} on {resource}: {exc}",
+            hint="set AWS credentials, or pass --profile",
+        )
+    if name == "NoRegionError":
+        return CredentialsError(
+            f"{operation} on {resource}: no AWS region configured",
+            hint="pass --region or set AWS_DEFAULT_REGION",
+        )
+    code = error_code(exc)
+    text = f"{operation} on {resource} failed: {code or name}: {error_message(exc)}"
+    hint = _HINTS.get(code)
+    if code in _NOT_FOUND_CODES:
+        return NotFound(text, operation=operation, resource=resource, code=code, hint=hint)
+    if code in _ACCESS_CODES:
+        return AccessDenied(text, operation=operation, resource=resource, code=code, hint=hint)
+    return AWSError(text, operation=operation, resource=resource, code=code or name, hint=hint)
+
+
+class TransientError(HopperError):
+    """A call that may succeed if repeated: throttling, a 5xx, a dropped connection.
+
+    `may_have_run` is true when the request may have reached the function before the failure
+    (a read timeout or a connection closed mid-response); a synchronous call is then not
+    repeated, because the worker may already have done the work.
+    """
+
+    def __init__(self, message: str, *, may_have_run: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_run = may_have_run

@@ -1,0 +1,76 @@
+"""The event a worker receives: the seed's shape plus hopper's fields.
+
+{**payload, "dataset_prefix": KEY (one-item batches), "bucket": B (S3 sources),
+ "items": [...], "hopper": {"run_id", "batch", "attempt", "idempotency_key"}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from hopper.items import Batch, Item
+
+# hopper owns these names in the event; a payload may not set them.
+RESERVED_FIELDS = frozenset({"dataset_prefix", "bucket", "items", "hopper"})
+
+# Room left in the payload cap for fields that change between attempts (the attempt number).
+ATTEMPT_HEADROOM = 16
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def idempotency_key(run_id: str, batch: Batch) -> str:
+    """Stable across attempts of one batch, so a worker can drop a duplicate delivery."""
+    digest = hashlib.sha256(run_id.encode("utf-8"))
+    for item in batch.items:
+        digest.update(b"\0")
+        digest.update(item.key.encode("utf-8"))
+        digest.update(b"\0")
+        digest.update((item.etag or "").encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+
+def build_event(
+    *,
+    batch: Batch,
+    run_id: str,
+    attempt: int,
+    payload: Mapping[str, Any],
+    bucket: str | None,
+) -> dict[str, Any]:
+    event: dict[str, Any] = dict(payload)
+    if len(batch.items) == 1:
+        event["dataset_prefix"] = batch.items[0].key
+    if bucket is not None:
+        event["bucket"] = bucket
+    event["items"] = [item.to_event() for item in batch.items]
+    event["hopper"] = {
+        "run_id": run_id,
+        "batch": batch.index,
+        "attempt": attempt,
+        "idempotency_key": idempotency_key(run_id, batch),
+    }
+    return event
+
+
+def encode_event(
+    *,
+    batch: Batch,
+    run_id: str,
+    attempt: int,
+    payload: Mapping[str, Any],
+    bucket: str | None,
+) -> bytes:
+    return dumps(
+        build_event(batch=batch, run_id=run_id, attempt=attempt, payload=payload, bucket=bucket)
+    )
+
+
+def item_bytes(item: Item) -> int:
+    """Encoded size of one entry of `items`."""
+    return len(dumps(item.to_event()))

@@ -1,0 +1,255 @@
+"""Sources list items page by page, in UTF-8 byte order, starting after a cursor.
+
+S3 lists keys in UTF-8 binary order; the local source walks a folder in the same order, so a
+cursor ("start after this key") means the same thing everywhere. A source never holds more than
+one page (S3) or one folder's entries (local) in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote_plus
+
+from hopper import aws
+from hopper.errors import InvalidInput, translate
+from hopper.items import Item, Page, Skipped
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+# Greater than any character a key can hold after a prefix: "after this prefix" in prefixes
+# mode means after every key under it, or S3 would roll the rest of that prefix up again.
+_AFTER_PREFIX = "\U0010ffff"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class Source(Protocol):
+    """Anything that lists items in key order. `bucket` is set for S3 sources only."""
+
+    bucket: str | None
+    mode: str
+
+    def pages(self, start_after: str | None = None) -> Iterator[Page]: ...
+
+    def describe(self) -> str: ...
+
+
+def resume_point(cursor: str | None, mode: str) -> str | None:
+    """What to pass as StartAfter to resume strictly after `cursor`."""
+    if cursor is None:
+        return None
+    if mode == "prefixes" and cursor.endswith("/"):
+        return cursor + _AFTER_PREFIX
+    return cursor
+
+
+class S3Source:
+    """Every object (or common prefix) under s3://bucket/prefix, paginated."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        mode: str = "objects",
+        s3_client: Any = None,
+        boto3_session: Any = None,
+    ) -> None:
+        self.bucket: str | None = bucket
+        self.mode = mode
+        # In prefixes mode the prefix names a folder: its sub-folders are the datasets.
+        if mode == "prefixes" and prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.prefix = prefix
+        self._client = s3_client
+        self._session = boto3_session
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _s3(self) -> Any:
+        if self._client is None:
+            session = self._session or aws.make_session()
+            self._client = aws.client(session, "s3")
+        return self._client
+
+    def pages(self, start_after: str | None = None) -> Iterator[Page]:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix,
+            # Keys may hold characters XML 1.0 cannot carry; S3 URL-encodes them for us.
+            "EncodingType": "url",
+            "PaginationConfig": {"PageSize": PAGE_SIZE},
+        }
+        if self.mode == "prefixes":
+            params["Delimiter"] = "/"
+        begin = resume_point(start_after, self.mode)
+        if begin is not None:
+            params["StartAfter"] = begin
+        paginator = self._s3().get_paginator("list_objects_v2")
+        try:
+            for response in paginator.paginate(**params):
+                yield Page(items=tuple(self._items(response, begin)))
+        except aws.boto_errors() as exc:
+            raise translate(
+                exc, operation="ListObjectsV2", resource=f"bucket {self.bucket}"
+            ) from None
+
+    def _items(self, response: dict[str, Any], begin: str | None) -> Iterator[Item]:
+        if self.mode == "prefixes":
+            for entry in response.get("CommonPrefixes", ()):
+                key = unquote_plus(entry["Prefix"])
+                if begin is None or key > begin:
+                    yield Item(key=key)
+            return
+        for entry in response.get("Contents", ()):
+            modified = entry.get("LastModified")
+            yield Item(
+                key=unquote_plus(entry["Key"]),
+                size=int(entry.get("Size", 0)),
+                etag=str(entry.get("ETag", "")).strip('"') or None,
+                last_modified=modified.astimezone(UTC) if modified else None,
+            )
+
+
+class LocalSource:
+    """Files (objects mode) or sub-folders (prefixes mode) of a folder, as relative POSIX keys.
+
+    Never reads outside the folder: a symbolic link that resolves outside it is skipped and
+    reported, and so is a link loop.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, mode: str = "objects") -> None:
+        path = Path(root).expanduser()
+        if not path.exists():
+            raise InvalidInput(f"folder {str(root)!r} does not exist")
+        if not path.is_dir():
+            raise InvalidInput(f"{str(root)!r} is not a folder")
+        self.root = os.path.realpath(path)
+        self.bucket: str | None = None
+        self.mode = mode
+
+    def describe(self) -> str:
+        return self.root
+
+    def pages(self, start_after: str | None = None) -> Iterator[Page]:
+        begin = resume_point(start_after, self.mode)
+        items: list[Item] = []
+        skipped: list[Skipped] = []
+        for entry in self._walk(self.root, "", frozenset({self.root}), begin):
+            if isinstance(entry, Skipped):
+                skipped.append(entry)
+                continue
+            items.append(entry)
+            if len(items) >= PAGE_SIZE:
+                yield Page(items=tuple(items), skipped=tuple(skipped))
+                items, skipped = [], []
+        if items or skipped:
+            yield Page(items=tuple(items), skipped=tuple(skipped))
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def _walk(
+        self, folder: str, rel: str, ancestors: frozenset[str], begin: str | None
+    ) -> Iterator[Item | Skipped]:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            yield Skipped(rel or ".", f"cannot read folder: {exc.strerror}")
+            return
+        children: list[tuple[bytes, str, str, os.stat_result, bool]] = []
+        for entry in entries:
+            key = rel + entry.name
+            try:
+                encoded = key.encode("utf-8")
+            except UnicodeEncodeError:
+                yield Skipped(_printable(key), "name is not valid UTF-8")
+                continue
+            resolved = self._resolve(entry, key)
+            if isinstance(resolved, Skipped):
+                yield resolved
+                continue
+            real, info = resolved
+            is_dir = stat.S_ISDIR(info.st_mode)
+            if not is_dir and not stat.S_ISREG(info.st_mode):
+                yield Skipped(key, "not a regular file")
+                continue
+            # A folder's keys all start with "name/", so it sorts as "name/" among its siblings.
+            sort_key = encoded + b"/" if is_dir else encoded
+            children.append((sort_key, key, real, info, is_dir))
+        children.sort(key=lambda child: child[0])
+        for _, key, real, info, is_dir in children:
+            if is_dir:
+                dir_key = key + "/"
+                if real in ancestors:
+                    yield Skipped(dir_key, "symbolic link loop")
+                    continue
+                if self.mode == "prefixes":
+                    if begin is None or dir_key > begin:
+                        yield Item(key=dir_key, last_modified=_mtime(info), path=real)
+                    continue
+                # Prune folders that sort wholly before the cursor.
+                if begin is not None and dir_key < begin and not begin.startswith(dir_key):
+                    continue
+                yield from self._walk(real, dir_key, ancestors | {real}, begin)
+            elif self.mode == "objects" and (begin is None or key > begin):
+                yield Item(key=key, size=info.st_size, last_modified=_mtime(info), path=real)
+
+    def _resolve(self, entry: os.DirEntry[str], key: str) -> tuple[str, os.stat_result] | Skipped:
+        try:
+            if not entry.is_symlink():
+                return entry.path, entry.stat(follow_symlinks=False)
+            real = os.path.realpath(entry.path)
+            if not self._inside(real):
+                log.warning("skipped %s: symbolic link leads outside the folder", key)
+                return Skipped(key, "symbolic link leads outside the folder")
+            return real, Path(real).stat()
+        except FileNotFoundError:
+            return Skipped(key, "broken symbolic link")
+        except OSError as exc:
+            return Skipped(key, f"cannot stat: {exc.strerror}")
+
+
+def _printable(key: str) -> str:
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _mtime(info: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(info.st_mtime, UTC)
+
+
+def parse_source(
+    text: str,
+    *,
+    mode: str = "objects",
+    boto3_session: Any = None,
+    s3_client: Any = None,
+) -> S3Source | LocalSource:
+    """`s3://BUCKET[/PREFIX]`, `file://PATH` or a folder path."""
+    text = text.strip()
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[len("s3://") :].partition("/")
+        if not bucket:
+            raise InvalidInput(f"source {text!r} has no bucket: use s3://BUCKET[/PREFIX]")
+        if not _BUCKET_RE.match(bucket) or ".." in bucket:
+            raise InvalidInput(
+                f"source {text!r}: {bucket!r} is not a valid S3 bucket name "
+                "(3-63 lowercase letters, digits, dots and hyphens)"
+            )
+        return S3Source(bucket, prefix, mode=mode, s3_client=s3_client, boto3_session=boto3_session)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", text):
+        raise InvalidInput(f"source {text!r}: use s3://BUCKET[/PREFIX] or a local folder")
+    if not text:
+        raise InvalidInput("source is empty: give s3://BUCKET[/PREFIX] or a folder")
+    return LocalSource(text, mode=mode)

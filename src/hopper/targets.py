@@ -1,0 +1,387 @@
+"""Targets take one encoded event and report what happened: `invoke(payload) -> InvokeResult`.
+
+A target raises TransientError for what may succeed when repeated, a HopperError for what stops
+the run (no such function, access denied), and returns a failed InvokeResult for what failed
+this batch only (the worker raised, the payload was refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import queue
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, Protocol
+
+from hopper import aws
+from hopper.errors import (
+    InvalidInput,
+    TransientError,
+    WorkerLoadError,
+    error_code,
+    error_message,
+    is_fatal_code,
+    translate,
+)
+from hopper.localworker import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    ok: bool
+    request_id: str | None = None
+    result: Any = None
+    error_type: str | None = None
+    error: str | None = None
+
+
+class Target(Protocol):
+    name: str
+    # False when a repeated call after an ambiguous failure could run the worker twice.
+    repeat_safe: bool
+    returns_results: bool
+
+    def prepare(self) -> None: ...
+
+    def invoke(self, payload: bytes) -> InvokeResult: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------- Lambda
+
+_RETRYABLE_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "ResourceConflictException",
+        "ResourceNotReadyException",
+        "ServiceException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# Seconds allowed beyond the function's own timeout before a synchronous call gives up.
+_READ_MARGIN = 15
+
+
+class LambdaTarget:
+    """An AWS Lambda function, by name, `lambda:NAME`, or ARN."""
+
+    returns_results = False
+
+    def __init__(
+        self,
+        function: str,
+        *,
+        invocation_type: str = "event",
+        boto3_session: Any = None,
+        lambda_client: Any = None,
+        max_pool_connections: int = 16,
+    ) -> None:
+        self.name = function
+        self.invocation_type = invocation_type
+        self.synchronous = invocation_type == "request-response"
+        self.returns_results = self.synchronous
+        # An asynchronous invoke only queues the event, and each carries an idempotency key,
+        # so repeating one after an ambiguous failure is safe; a synchronous one is not.
+        self.repeat_safe = not self.synchronous
+        self.function_timeout: int | None = None
+        self._session = boto3_session
+        self._client = lambda_client
+        self._pool = max_pool_connections
+
+    def _control_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        return aws.client(self._session_or_default(), "lambda")
+
+    def _session_or_default(self) -> Any:
+        if self._session is None:
+            self._session = aws.make_session()
+        return self._session
+
+    def prepare(self) -> None:
+        """Check the function exists and learn its timeout, which bounds a sync read."""
+        control = self._control_client()
+        try:
+            config = control.get_function_configuration(FunctionName=self.name)
+            self.function_timeout = int(config.get("Timeout", 3))
+        except aws.boto_errors() as exc:
+            code = error_code(exc)
+            # Least-privilege roles may lack GetFunctionConfiguration; async invokes do not
+            # need the timeout, so carry on and let the first invoke speak.
+            if code in {"AccessDenied", "AccessDeniedException"} and not self.synchronous:
+                log.info("cannot read the configuration of %s; continuing", self.name)
+            else:
+                raise translate(
+                    exc, operation="GetFunctionConfiguration", resource=f"function {self.name}"
+                ) from None
+        if self._client is None:
+            read_timeout = max(60, (self.function_timeout or 900) + _READ_MARGIN)
+            self._client = aws.client(
+                self._session_or_default(),
+                "lambda",
+                # hopper's dispatcher retries invokes itself; botocore must not repeat a call
+                # that may already have run (boto3 #883, #1104).
+                max_attempts=1,
+                read_timeout=read_timeout if self.synchronous else 60,
+                max_pool_connections=self._pool,
+            )
+
+    def invoke(self, payload: bytes) -> InvokeResult:
+        import botocore.exceptions
+
+        try:
+            response = self._client.invoke(
+                FunctionName=self.name,
+                InvocationType="RequestResponse" if self.synchronous else "Event",
+                Payload=payload,
+            )
+        except botocore.exceptions.ClientError as exc:
+            code = error_code(exc)
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in _RETRYABLE_CODES or status == 429 or status >= 500:
+                raise TransientError(f"{code or status}: {error_message(exc)}") from None
+            if is_fatal_code(code):
+                raise translate(exc, operation="Invoke", resource=f"function {self.name}") from None
+            return InvokeResult(ok=False, error_type=code, error=error_message(exc))
+        except (
+            botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.EndpointConnectionError,
+        ) as exc:
+            raise TransientError(f"cannot connect: {exc}", may_have_run=False) from None
+        except botocore.exceptions.HTTPClientError as exc:
+            # A read timeout or a connection dropped after the request went out.
+            raise TransientError(f"{type(exc).__name__}: {exc}", may_have_run=True) from None
+        request_id = response.get("ResponseMetadata", {}).get("RequestId")
+        body = response.get("Payload")
+        raw = body.read() if body is not None else b""
+        if response.get("FunctionError"):
+            message, kind = _function_error(raw)
+            return InvokeResult(
+                ok=False,
+                request_id=request_id,
+                error_type=kind or str(response["FunctionError"]),
+                error=message,
+            )
+        result: Any = None
+        if self.synchronous and raw:
+            try:
+                result = json.loads(raw)
+            except ValueError:
+                result = raw.decode("utf-8", "replace")
+        return InvokeResult(ok=True, request_id=request_id, result=result)
+
+    def close(self) -> None:
+        pass
+
+
+def _function_error(raw: bytes) -> tuple[str, str | None]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:500], None
+    if isinstance(body, dict):
+        return str(body.get("errorMessage", body))[:2000], body.get("errorType")
+    return str(body)[:2000], None
+
+
+# ----------------------------------------------------------------------------------- Local
+
+# How long a new worker process may take to import the worker file before hopper gives up.
+_LOAD_TIMEOUT = 60.0
+# Pipe latency allowance on top of the worker's own timeout.
+_IPC_GRACE = 0.5
+
+
+class _Process:
+    """One spawned worker process, serving one invocation at a time over a pipe."""
+
+    def __init__(self, ctx: Any, spec: WorkerSpec) -> None:
+        from hopper import localworker
+
+        parent, child = ctx.Pipe()
+        self.conn: Connection = parent
+        self.process: BaseProcess = ctx.Process(
+            target=localworker.serve, args=(child, spec), daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, spec: WorkerSpec) -> None:
+        if not self.conn.poll(_LOAD_TIMEOUT):
+            self.kill()
+            raise WorkerLoadError(
+                f"{spec.display}: the worker did not load within {_LOAD_TIMEOUT}s"
+            )
+        try:
+            message = self.conn.recv()
+        except EOFError:
+            self.kill()
+            raise WorkerLoadError(
+                f"{spec.display}: the worker process exited while loading"
+            ) from None
+        if message[0] == "load_error":
+            self.kill()
+            raise WorkerLoadError(message[1])
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class LocalTarget:
+    """A Python function `f(event, context)`, run in a pool of worker processes.
+
+    Each invocation gets a Lambda-like context and the time limit `timeout`; a worker that
+    overruns is killed and replaced, and its batch fails with a timeout, as on Lambda.
+    """
+
+    repeat_safe = True
+    returns_results = True
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.name = spec.display
+        self._ctx = multiprocessing.get_context("spawn")
+        self._idle: queue.LifoQueue[_Process] = queue.LifoQueue()
+        self._all: set[_Process] = set()
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Start one worker now, so a file that does not load fails before any dispatch."""
+        if self.spec.file is not None:
+            path = Path(self.spec.file)
+            if not path.is_file():
+                raise WorkerLoadError(f"worker file {self.spec.file!r} does not exist")
+        self._idle.put(self._spawn())
+
+    def _spawn(self) -> _Process:
+        process = _Process(self._ctx, self.spec)
+        with self._lock:
+            self._all.add(process)
+        process.wait_ready(self.spec)
+        return process
+
+    def _checkout(self) -> _Process:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return self._spawn()
+
+    def _discard(self, process: _Process) -> None:
+        process.kill()
+        with self._lock:
+            self._all.discard(process)
+
+    def invoke(self, payload: bytes) -> InvokeResult:
+        process = self._checkout()
+        request_id = str(uuid.uuid4())
+        try:
+            process.conn.send(("invoke", payload, request_id))
+            if not process.conn.poll(self.spec.timeout + _IPC_GRACE):
+                self._discard(process)
+                return InvokeResult(
+                    ok=False,
+                    request_id=request_id,
+                    error_type="Timeout",
+                    error=f"Task timed out after {self.spec.timeout:g} seconds",
+                )
+            message = process.conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            code = process.process.exitcode
+            self._discard(process)
+            return InvokeResult(
+                ok=False,
+                request_id=request_id,
+                error_type="Runtime.ExitError",
+                error=f"worker process exited (exit code {code})",
+            )
+        self._idle.put(process)
+        if message[0] == "ok":
+            return InvokeResult(ok=True, request_id=request_id, result=json.loads(message[1]))
+        _, kind, text, trace = message
+        if trace:
+            log.debug("worker %s raised:\n%s", self.name, trace)
+        return InvokeResult(ok=False, request_id=request_id, error_type=kind, error=text)
+
+    def close(self) -> None:
+        with self._lock:
+            processes = list(self._all)
+            self._all.clear()
+        for process in processes:
+            with contextlib.suppress(OSError, ValueError):
+                process.conn.send(("stop",))
+        for process in processes:
+            process.process.join(timeout=2)
+            process.kill()
+
+
+# ----------------------------------------------------------------------------------- parse
+
+_FUNCTION_NAME = r"[A-Za-z0-9_-]{1,140}"
+_BARE_RE = re.compile(rf"^{_FUNCTION_NAME}(:(\$LATEST|[A-Za-z0-9_-]{{1,128}}))?$")
+_ARN_RE = re.compile(
+    rf"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:{_FUNCTION_NAME}"
+    r"(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$"
+)
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def parse_target(
+    text: str,
+    *,
+    invocation_type: str = "event",
+    concurrency: int = 16,
+    timeout: float = 60.0,
+    memory: int = 128,
+    boto3_session: Any = None,
+    lambda_client: Any = None,
+) -> LambdaTarget | LocalTarget:
+    """`lambda:NAME`, NAME, an ARN, `FILE.py:FUNC` or `python:MODULE:FUNC`."""
+    text = text.strip()
+    if text.startswith("python:"):
+        module, sep, function = text[len("python:") :].rpartition(":")
+        if not sep or not _MODULE_RE.match(module) or not _IDENT_RE.match(function):
+            raise InvalidInput(f"target {text!r}: use python:MODULE:FUNCTION")
+        spec = WorkerSpec(function=function, module=module, timeout=timeout, memory=memory)
+        return LocalTarget(spec)
+    file, sep, function = text.rpartition(":")
+    if sep and file.endswith(".py"):
+        if not _IDENT_RE.match(function):
+            raise InvalidInput(f"target {text!r}: {function!r} is not a Python function name")
+        spec = WorkerSpec(function=function, file=file, timeout=timeout, memory=memory)
+        return LocalTarget(spec)
+    if text.endswith(".py"):
+        raise InvalidInput(f"target {text!r}: name the function too, as FILE.py:FUNCTION")
+    name = text[len("lambda:") :] if text.startswith("lambda:") else text
+    if not (_BARE_RE.match(name) or _ARN_RE.match(name)):
+        raise InvalidInput(
+            f"target {text!r} is not a Lambda function (lambda:NAME, NAME or ARN) "
+            "nor a local worker (FILE.py:FUNCTION or python:MODULE:FUNCTION)"
+        )
+    return LambdaTarget(
+        name,
+        invocation_type=invocation_type,
+        boto3_session=boto3_session,
+        lambda_client=lambda_client,
+        max_pool_connections=concurrency,
+    )
