@@ -38,7 +38,7 @@ def client(
     import botocore.exceptions
 
     config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=read_timeout,
         max_pool_connections=max(10, max_pool_connections),

@@ -115,7 +115,48 @@ def _session(config: RunConfig) -> Any:
     return aws.make_session(region=config.region, profile=config.profile)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Turns every error into one line on stderr and an exit code; never a traceback."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> int:
+        try:
+            code = super().main(
+                args, prog_name or "hopper", complete_var, standalone_mode=False, **extra
+            )
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.Abort:
+            code = _fail("aborted", 130)
+        except click.UsageError as exc:
+            code = _fail(exc.format_message(), EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            code = _fail(exc.format_message(), exc.exit_code)
+        except HopperError as exc:
+            code = _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            code = _fail("interrupted", 130)
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"hopper: error: {message}", err=True)
+    return code
+
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=_Group, context_settings=_CONTEXT)
 @click.version_option(package_name="hopper")
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv for debug).")
 def cli(verbose: int) -> None:
@@ -339,27 +380,8 @@ class _Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one line on stderr for any error, never a traceback."""
-    try:
-        code = cli.main(args=argv, prog_name="hopper", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.Abort:
-        click.echo("hopper: aborted", err=True)
-        return 130
-    except click.UsageError as exc:
-        click.echo(f"hopper: error: {exc.format_message()}", err=True)
-        return EXIT_BAD_INPUT
-    except click.ClickException as exc:
-        click.echo(f"hopper: error: {exc.format_message()}", err=True)
-        return exc.exit_code
-    except HopperError as exc:
-        click.echo(f"hopper: error: {exc}", err=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("hopper: interrupted", err=True)
-        return 130
-    return int(code or 0) if isinstance(code, int) else 0
+    """Console-script entry point."""
+    return int(cli.main(args=argv, prog_name="hopper", standalone_mode=False))
 
 
 if __name__ == "__main__":

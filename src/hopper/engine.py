@@ -188,6 +188,8 @@ def run(
         summary.status = "incomplete"
     else:
         summary.status = "failed"
+    summary.results.sort(key=lambda entry: entry["batch"])
+    summary.failures.sort(key=lambda entry: entry["batch"])
     summary.duration_s = round(clock() - began, 3)
     progress()
     return summary

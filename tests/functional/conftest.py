@@ -1,0 +1,120 @@
+"""Fixtures on moto's in-process emulator, with the simple (no Docker) Lambda backend.
+
+`received` records every event moto's Lambda backend is handed, so tests read delivery back
+from the emulator's side rather than from what hopper believes it sent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.awslambda_simple.models import LambdaSimpleBackend
+
+from .faults import FAULT_HEADER
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+
+
+@pytest.fixture
+def moto(aws_env: None) -> Iterator[None]:
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        yield
+
+
+@pytest.fixture
+def session(moto: None) -> Any:
+    return boto3.session.Session(region_name=REGION)
+
+
+class Received:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[dict[str, Any]] = []
+        self.invocation_types: list[str | None] = []
+
+    def keys(self) -> list[str]:
+        return [item["key"] for event in self.events for item in event["items"]]
+
+
+@pytest.fixture
+def received(moto: None, monkeypatch: pytest.MonkeyPatch) -> Received:
+    record = Received()
+    original = LambdaSimpleBackend.invoke
+
+    def recording(
+        self: Any,
+        function_name: str,
+        qualifier: Any,
+        body: Any,
+        headers: Any,
+        response_headers: Any,
+    ) -> Any:
+        if headers.get(FAULT_HEADER):
+            return original(self, function_name, qualifier, body, headers, response_headers)
+        with record.lock:
+            record.events.append(json.loads(body))
+            record.invocation_types.append(headers.get("X-Amz-Invocation-Type"))
+        return original(self, function_name, qualifier, body, headers, response_headers)
+
+    monkeypatch.setattr(LambdaSimpleBackend, "invoke", recording)
+    return record
+
+
+def _zip(source: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", source)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def function(session: Any) -> str:
+    iam = session.client("iam")
+    role = iam.create_role(
+        RoleName="worker-role",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )["Role"]["Arn"]
+    session.client("lambda").create_function(
+        FunctionName="worker",
+        Runtime="python3.12",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": _zip("def handler(event, context):\n    return event\n")},
+        Timeout=120,
+    )
+    return "worker"
+
+
+@pytest.fixture
+def bucket(session: Any) -> str:
+    session.client("s3").create_bucket(Bucket="data-bucket")
+    return "data-bucket"
