@@ -1,0 +1,232 @@
+"""The CLI through Click's runner, plus real runs of the installed `hopper` script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from hopper.cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+WORKER = f"{EXAMPLES / 'worker.py'}:handler"
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_run_json_is_one_document_on_stdout() -> None:
+    result = invoke(
+        "run", str(EXAMPLES / "datasets"), "--mode", "prefixes", "--target", WORKER, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "succeeded"
+    assert doc["selected"] == doc["dispatched"] == 3
+    assert doc["not_dispatched"] == 0 and doc["failed"] == 0
+    datasets = {key for r in doc["results"] for key in r["result"]["datasets"]}
+    assert datasets == {"inventory/", "sales-2024/", "weather-station-7/"}
+    sales = next(
+        r["result"]["datasets"]["sales-2024/"]
+        for r in doc["results"]
+        if r["keys"] == ["sales-2024/"]
+    )
+    assert sales == {
+        "files": ["q1.csv", "q2.csv"],
+        "rows": 7,
+        "totals": {"units": 70.0, "revenue": 8400.49},
+    }
+
+
+def test_run_human_output_lists_results_and_counts() -> None:
+    result = invoke("run", str(EXAMPLES / "datasets"), "--mode", "prefixes", "--target", WORKER)
+    assert result.exit_code == 0
+    assert "weather-station-7/\t" in result.stdout
+    assert "succeeded" in result.stdout
+    assert "dispatched      3 items in 3 batches" in result.stdout
+
+
+def test_plan_invokes_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "touched"
+    worker = tmp_path / "w.py"
+    worker.write_text(f"def handler(e, c):\n    open({str(marker)!r}, 'w').close()\n")
+    result = invoke(
+        "plan",
+        str(EXAMPLES / "datasets"),
+        "--target",
+        f"{worker}:handler",
+        "--batch-size",
+        "4",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["listed"], doc["selected"], doc["batches"]) == (6, 6, 2)
+    assert (doc["min_batch_items"], doc["max_batch_items"], doc["mean_batch_items"]) == (2, 4, 3.0)
+    assert doc["largest_payload_bytes"] > 0
+    assert doc["estimated_cost_usd"]["lambda_price_per_million_requests"] == 0.20
+    assert not marker.exists()
+
+
+def test_plan_reports_items_too_large_to_send(tmp_path: Path) -> None:
+    (tmp_path / ("x" * 200)).write_text("")
+    big_payload = json.dumps({"blob": "y" * 1_048_400})
+    result = invoke("plan", str(tmp_path), "--target", "fn", "--payload", big_payload, "--json")
+    doc = json.loads(result.stdout)
+    assert doc["oversize"] == 1
+    assert "over the 1048576-byte" in doc["oversize_items"][0]["reason"]
+
+
+def test_failed_run_exits_1_with_the_workers_message(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f.txt").write_text("x")
+    worker = tmp_path / "w.py"
+    worker.write_text("def handler(e, c):\n    raise RuntimeError('disk full on node 4')\n")
+    result = invoke("run", str(tmp_path / "data"), "--target", f"{worker}:handler")
+    assert result.exit_code == 1
+    assert "RuntimeError: disk full on node 4" in result.stdout
+
+
+BAD_INPUT = [
+    (["run", "s3://", "--target", "fn"], "has no bucket"),
+    (["run", "examples/datasets", "--target", "worker.py"], "name the function too"),
+    (["run", "no/such/folder", "--target", WORKER], "does not exist"),
+    (
+        ["run", "examples/datasets", "--target", f"{EXAMPLES / 'worker.py'}:nope"],
+        "no function 'nope'",
+    ),
+    (["run", "examples/datasets", "--target", WORKER, "--payload", "{bad"], "not valid JSON"),
+    (["run", "examples/datasets", "--target", WORKER, "--payload", "[1]"], "must be a JSON object"),
+    (["run", "examples/datasets", "--target", WORKER, "--batch-size", "0"], "greater than 0"),
+    (["run", "examples/datasets", "--target", WORKER, "--concurrency", "-2"], "greater than 0"),
+    (["run", "examples/datasets", "--target", WORKER, "--mode", "files"], "unknown mode"),
+    (
+        ["run", "examples/datasets", "--target", "fn", "--invocation-type", "sync"],
+        "unknown invocation type",
+    ),
+    (["run", "examples/datasets", "--target", WORKER, "--modified-after", "last week"], "ISO 8601"),
+    (
+        ["run", "examples/datasets", "--target", WORKER, "--min-size", "5MB", "--max-size", "1MB"],
+        "larger than",
+    ),
+    (["run", "examples/datasets"], "missing --target"),
+    (["run", "examples/datasets", "--target", WORKER, "--no-such-flag"], "No such option"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hopper: error: ")
+    assert message in lines[0]
+    assert result.stdout == ""
+
+
+def test_syntax_error_in_worker_is_bad_input(tmp_path: Path) -> None:
+    worker = tmp_path / "broken.py"
+    worker.write_text("def handler(event, context)\n    pass\n")
+    result = invoke("run", str(EXAMPLES / "datasets"), "--target", f"{worker}:handler")
+    assert result.exit_code == 2
+    assert "SyntaxError at line 1" in result.stderr
+
+
+def hopper_script() -> str:
+    script = shutil.which("hopper", path=str(Path(sys.executable).parent))
+    assert script, "the hopper console script is not installed next to this Python"
+    return script
+
+
+def test_installed_script_runs_the_demo() -> None:
+    done = subprocess.run(
+        [
+            hopper_script(),
+            "run",
+            "examples/datasets",
+            "--mode",
+            "prefixes",
+            "--target",
+            "examples/worker.py:handler",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["dispatched"] == 3
+
+
+def test_installed_script_errors_without_traceback(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    done = subprocess.run(
+        [hopper_script(), "run", str(tmp_path / "missing"), "--target", "fn"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip() == f"hopper: error: folder {str(tmp_path / 'missing')!r} does not exist"
+    )
+
+
+def test_python_dash_m_hopper() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hopper", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert "run" in done.stdout and "plan" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "message"),
+    [
+        (
+            "s3://no-such-bucket",
+            "worker",
+            "ListObjectsV2 on bucket no-such-bucket failed: NoSuchBucket",
+        ),
+        (
+            "s3://data-bucket",
+            "no-such-fn",
+            "GetFunctionConfiguration on function no-such-fn failed",
+        ),
+    ],
+)
+def test_missing_aws_resources_fail_with_one_line(
+    source: str, target: str, message: str, bucket: str, function: str, received: Any
+) -> None:
+    result = invoke("run", source, "--target", target)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert received.events == []
