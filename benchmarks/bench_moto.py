@@ -69,7 +69,7 @@ def main() -> None:
     endpoint = f"http://{host}:{port}"
     import urllib.request
 
-    urllib.request.urlopen(  # noqa: S310 - local moto server
+    urllib.request.urlopen(
         urllib.request.Request(
             f"{endpoint}/moto-api/config",
             data=json.dumps({"lambda": {"use_docker": False}}).encode(),

@@ -24,7 +24,12 @@ class Synthetic:
 
     def pages(self, start_after: str | None = None) -> Iterator[Page]:
         for start in range(0, self.n, 1000):
-            yield Page(tuple(Item(f"key/{i:09}", size=i, etag="e") for i in range(start, min(start + 1000, self.n))))
+            yield Page(
+                tuple(
+                    Item(f"key/{i:09}", size=i, etag="e")
+                    for i in range(start, min(start + 1000, self.n))
+                )
+            )
 
 
 class Sink:
