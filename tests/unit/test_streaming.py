@@ -13,7 +13,7 @@ from hopper.targets import InvokeResult
 class Synthetic:
     """A source of n keys, made on the fly, 1000 to a page like S3."""
 
-    bucket = "synthetic"
+    bucket: str | None = "synthetic"
     mode = "objects"
 
     def __init__(self, n: int) -> None:
