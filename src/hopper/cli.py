@@ -238,6 +238,37 @@ def plan(source: str, as_json: bool, **options: Any) -> int:
     return 0
 
 
+@cli.command()
+@click.argument("expression")
+@click.option(
+    "--next",
+    "count",
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="How many fire times to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def schedule(expression: str, count: int, as_json: bool) -> int:
+    """Check a rate(...) or cron(...) EXPRESSION and print its next fire times in UTC."""
+    from datetime import UTC, datetime
+
+    from hopper.schedule import next_fire_times, parse_schedule
+
+    if count <= 0:
+        raise click.UsageError(f"--next must be greater than 0, got {count}")
+    parsed = parse_schedule(expression)
+    times = [
+        t.isoformat().replace("+00:00", "Z")
+        for t in next_fire_times(parsed, datetime.now(UTC), count)
+    ]
+    if as_json:
+        click.echo(json.dumps({"expression": parsed.expression, "next": times}))
+    else:
+        click.echo("\n".join(times) if times else "(never fires again)")
+    return 0
+
+
 class _StartFailure(HopperError):
     pass
 

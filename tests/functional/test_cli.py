@@ -230,3 +230,14 @@ def test_missing_aws_resources_fail_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert received.events == []
+
+
+def test_schedule_prints_next_fire_times_in_utc() -> None:
+    result = invoke("schedule", "cron(0 12 * * ? *)", "--next", "3", "--json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert len(doc["next"]) == 3
+    assert all(t.endswith("T12:00:00Z") for t in doc["next"])
+    bad = invoke("schedule", "rate(1 minutes)")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == "hopper: error: schedule 'rate(1 minutes)': a value of 1 takes the singular unit 'minute'"
