@@ -16,7 +16,7 @@ from hopper.errors import InvalidInput
 from hopper.event import encode_event
 from hopper.items import Batch, Item
 from hopper.select import Selector
-from hopper.sources import Source, parse_source
+from hopper.sources import STATE_PREFIX, Source, parse_source
 from hopper.summary import SHOW, PlanSummary, RunSummary
 from hopper.targets import Target, parse_target
 
@@ -59,6 +59,8 @@ def _selected(
             for skip in page.skipped:
                 on_skipped(skip)
             for item in page.items:
+                if item.key.startswith(STATE_PREFIX):
+                    continue
                 on_listed(item)
                 yield item
 

@@ -24,6 +24,9 @@ from hopper.items import Item, Page, Skipped
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+# hopper's own files (state, deployed artifacts) live under this prefix of a bucket or folder,
+# and a listing never returns them.
+STATE_PREFIX = "_hopper/"
 # Greater than any character a key can hold after a prefix: "after this prefix" in prefixes
 # mode means after every key under it, or S3 would roll the rest of that prefix up again.
 _AFTER_PREFIX = "\U0010ffff"

@@ -49,9 +49,16 @@ class Received:
         self.lock = threading.Lock()
         self.events: list[dict[str, Any]] = []
         self.invocation_types: list[str | None] = []
+        self.functions: list[str] = []
 
-    def keys(self) -> list[str]:
-        return [item["key"] for event in self.events for item in event["items"]]
+    def keys(self, function: str | None = None) -> list[str]:
+        return [item["key"] for event in self.to(function) for item in event["items"]]
+
+    def to(self, function: str | None) -> list[dict[str, Any]]:
+        """Events received by one function (all of them when `function` is None)."""
+        return [
+            e for e, f in zip(self.events, self.functions, strict=True) if function in (None, f)
+        ]
 
 
 @pytest.fixture
@@ -72,6 +79,7 @@ def received(moto: None, monkeypatch: pytest.MonkeyPatch) -> Received:
         with record.lock:
             record.events.append(json.loads(body))
             record.invocation_types.append(headers.get("X-Amz-Invocation-Type"))
+            record.functions.append(function_name)
         return original(self, function_name, qualifier, body, headers, response_headers)
 
     monkeypatch.setattr(LambdaSimpleBackend, "invoke", recording)
@@ -85,8 +93,21 @@ def _zip(source: str) -> bytes:
     return buffer.getvalue()
 
 
+def create_function(session: Any, name: str, role: str, timeout: int = 120) -> str:
+    return str(
+        session.client("lambda").create_function(
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role,
+            Handler="handler.handler",
+            Code={"ZipFile": _zip("def handler(event, context):\n    return event\n")},
+            Timeout=timeout,
+        )["FunctionArn"]
+    )
+
+
 @pytest.fixture
-def function(session: Any) -> str:
+def role(session: Any) -> str:
     iam = session.client("iam")
     role = iam.create_role(
         RoleName="worker-role",
@@ -103,14 +124,12 @@ def function(session: Any) -> str:
             }
         ),
     )["Role"]["Arn"]
-    session.client("lambda").create_function(
-        FunctionName="worker",
-        Runtime="python3.12",
-        Role=role,
-        Handler="handler.handler",
-        Code={"ZipFile": _zip("def handler(event, context):\n    return event\n")},
-        Timeout=120,
-    )
+    return str(role)
+
+
+@pytest.fixture
+def function(session: Any, role: str) -> str:
+    create_function(session, "worker", role)
     return "worker"
 
 

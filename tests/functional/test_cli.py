@@ -240,4 +240,7 @@ def test_schedule_prints_next_fire_times_in_utc() -> None:
     assert all(t.endswith("T12:00:00Z") for t in doc["next"])
     bad = invoke("schedule", "rate(1 minutes)")
     assert bad.exit_code == 2
-    assert bad.stderr.strip() == "hopper: error: schedule 'rate(1 minutes)': a value of 1 takes the singular unit 'minute'"
+    assert (
+        bad.stderr.strip()
+        == "hopper: error: schedule 'rate(1 minutes)': a value of 1 takes the singular unit 'minute'"
+    )

@@ -152,4 +152,9 @@ def test_cron_months_years_and_the_end_of_time() -> None:
 def test_parsed_cron_fields() -> None:
     cron = parse_schedule("cron(5 4 ? * SUN *)")
     assert isinstance(cron, Cron)
-    assert cron.minutes == {5} and cron.hours == {4} and cron.weekdays == frozenset({1}) and cron.days is None
+    assert (
+        cron.minutes == {5}
+        and cron.hours == {4}
+        and cron.weekdays == frozenset({1})
+        and cron.days is None
+    )

@@ -1,0 +1,217 @@
+"""The AWS Lambda entry point: `hopper.handler.handler(event, context)`.
+
+Core only (standard library and boto3, which the Lambda runtime provides): no click, no rich.
+
+Events it accepts:
+- the seed's `{"config_bucket": B, "lambda_function": F, ...}`: source `s3://B`, target `F`,
+  and the whole event is the payload each worker receives (plus `dataset_prefix`);
+- the full shape: `{"source": ..., "target": ..., any run option}`;
+- anything else (an EventBridge scheduled event, `{}`): the defaults from the environment
+  (`HOPPER_SOURCE`, `HOPPER_TARGET`, ... as the template sets them).
+
+A run that reaches the time budget hands its cursor to a new asynchronous invocation of this
+function (a continuation), up to `HOPPER_MAX_HOPS` hops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from hopper import aws, engine
+from hopper.config import RunConfig
+from hopper.errors import HopperError, InvalidInput, translate
+from hopper.summary import RunSummary
+
+log = logging.getLogger("hopper.handler")
+
+# Run options that may come from the environment, and the variable for each.
+ENVIRONMENT = {
+    "source": "HOPPER_SOURCE",
+    "target": "HOPPER_TARGET",
+    "mode": "HOPPER_MODE",
+    "batch_size": "HOPPER_BATCH_SIZE",
+    "concurrency": "HOPPER_CONCURRENCY",
+    "invocation_type": "HOPPER_INVOCATION_TYPE",
+    "include": "HOPPER_INCLUDE",
+    "exclude": "HOPPER_EXCLUDE",
+    "payload": "HOPPER_PAYLOAD",
+    "max_attempts": "HOPPER_MAX_ATTEMPTS",
+}
+MAX_HOPS_ENV = "HOPPER_MAX_HOPS"
+DEFAULT_MAX_HOPS = 100
+MARGIN_ENV = "HOPPER_SAFETY_MARGIN"
+# Seconds kept back from the Lambda time limit to drain in-flight batches and hand on.
+DEFAULT_MARGIN = 20.0
+SEED_FIELDS = ("config_bucket", "lambda_function")
+EMF_NAMESPACE = "hopper"
+
+
+def _environment_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for option, variable in ENVIRONMENT.items():
+        value = environ.get(variable, "").strip()
+        if not value:
+            continue
+        if option in ("include", "exclude") and value.startswith("["):
+            try:
+                defaults[option] = json.loads(value)
+            except ValueError:
+                raise InvalidInput(f"{variable} is not a JSON list: {value!r}") from None
+        else:
+            defaults[option] = value
+    return defaults
+
+
+def options_from_event(
+    event: Any, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split an invocation event into run options and the continuation state (if any)."""
+    if not isinstance(event, dict):
+        raise InvalidInput(f"the event must be a JSON object, got {type(event).__name__}")
+    event = dict(event)
+    continuation = event.pop("continuation", None) or {}
+    if not isinstance(continuation, dict):
+        raise InvalidInput("continuation must be an object")
+    defaults = _environment_defaults(environ)
+    if any(field in event for field in SEED_FIELDS):
+        for field in SEED_FIELDS:
+            if not event.get(field):
+                raise InvalidInput(f"Missing {field}")
+        given = {
+            "source": f"s3://{event['config_bucket']}",
+            "target": str(event["lambda_function"]),
+            "payload": event,
+            # The seed invoked each worker asynchronously, one dataset at a time.
+            "invocation_type": "event",
+            "batch_size": 1,
+        }
+    elif event.get("detail-type") == "Scheduled Event" or "source" not in event:
+        # An EventBridge scheduled event carries no run options ("source" there is
+        # "aws.events"): the environment says what to do.
+        given = {key: value for key, value in event.items() if key in RunConfig.option_names()}
+        given.pop("source", None)
+    else:
+        given = event
+    options = {**defaults, **given}
+    if "source" not in options:
+        raise InvalidInput(f"Missing source: pass it in the event or set {ENVIRONMENT['source']}")
+    if "target" not in options:
+        raise InvalidInput(f"Missing target: pass it in the event or set {ENVIRONMENT['target']}")
+    return options, continuation
+
+
+def _budget(context: Any, environ: Mapping[str, str]) -> float:
+    remaining = float(context.get_remaining_time_in_millis()) / 1000.0
+    margin = float(environ.get(MARGIN_ENV) or DEFAULT_MARGIN)
+    # On short timeouts keep at least a quarter of the time for work.
+    margin = min(margin, remaining * 0.75)
+    budget = remaining - margin
+    if budget <= 0:
+        raise HopperError(f"no time left to run: {remaining:.1f}s remaining")
+    return budget
+
+
+def emf_line(summary: RunSummary, function_name: str) -> str:
+    """One CloudWatch Embedded Metric Format record: items dispatched and failed."""
+    return json.dumps(
+        {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": EMF_NAMESPACE,
+                        "Dimensions": [["FunctionName"]],
+                        "Metrics": [
+                            {"Name": "ItemsDispatched", "Unit": "Count"},
+                            {"Name": "ItemsFailed", "Unit": "Count"},
+                        ],
+                    }
+                ],
+            },
+            "FunctionName": function_name,
+            "RunId": summary.run_id,
+            "ItemsDispatched": summary.counts.dispatched,
+            "ItemsFailed": summary.counts.failed,
+        }
+    )
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """Run hopper once, handing on to a continuation if the time budget runs out."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO)
+    logging.getLogger("hopper").setLevel(logging.INFO)
+    environ = os.environ
+    options, continuation = options_from_event(event, environ)
+    hop = int(continuation.get("hop", 0))
+    max_hops = int(environ.get(MAX_HOPS_ENV) or DEFAULT_MAX_HOPS)
+    if hop > max_hops:
+        raise HopperError(
+            f"run {continuation.get('run_id')} stopped after {max_hops} continuation hops "
+            f"({MAX_HOPS_ENV}); resume it with start_after={continuation.get('cursor')!r}"
+        )
+    run_options = dict(options)
+    if continuation.get("cursor") is not None:
+        run_options["start_after"] = continuation["cursor"]
+    if continuation.get("run_id"):
+        run_options["run_id"] = continuation["run_id"]
+    run_options["deadline"] = _budget(context, environ)
+    config = RunConfig.from_mapping(run_options)
+    session = aws.make_session()
+    log.info("hop %d: %s -> %s after %r", hop, config.source, config.target, config.start_after)
+    summary = engine.run(config, boto3_session=session)
+    result = summary.to_dict()
+    result["hop"] = hop
+    result["continued"] = False
+    handing_on = (
+        summary.cursor is not None
+        and summary.error is None
+        and summary.stopped == "deadline reached"
+    )
+    if handing_on:
+        if summary.cursor == config.start_after:
+            raise HopperError(
+                f"run {summary.run_id} made no progress within its time budget; "
+                "raise the function timeout or lower the concurrency"
+            )
+        _continue(context, session, options, summary, hop + 1)
+        result["continued"] = True
+    print(emf_line(summary, getattr(context, "function_name", "hopper")), flush=True)
+    log.info(
+        "hop %d done: %s, dispatched %d, failed %d, not dispatched %d, continued %s",
+        hop,
+        summary.status,
+        summary.counts.dispatched,
+        summary.counts.failed,
+        summary.counts.not_dispatched,
+        result["continued"],
+    )
+    return result
+
+
+def _continue(
+    context: Any, session: Any, options: dict[str, Any], summary: RunSummary, hop: int
+) -> None:
+    event = {
+        **options,
+        "continuation": {"cursor": summary.cursor, "run_id": summary.run_id, "hop": hop},
+    }
+    function = context.invoked_function_arn
+    client = aws.client(session, "lambda", max_attempts=3)
+    try:
+        client.invoke(
+            FunctionName=function,
+            InvocationType="Event",
+            Payload=json.dumps(event).encode("utf-8"),
+        )
+    except aws.boto_errors() as exc:
+        # Failing this invocation makes Lambda retry it from the same cursor.
+        raise translate(
+            exc, operation="Invoke (continuation)", resource=f"function {function}"
+        ) from None
+    log.info("handed on to hop %d after %r", hop, summary.cursor)

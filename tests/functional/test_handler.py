@@ -1,0 +1,182 @@
+"""The Lambda handler on moto: seed events, environment defaults, continuation and its bound."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from hopper.errors import HopperError, InvalidInput
+from hopper.handler import handler, options_from_event
+
+from .conftest import Received, create_function
+
+
+class Context:
+    """An emulated Lambda context whose clock runs for `seconds`."""
+
+    def __init__(
+        self, seconds: float, arn: str = "arn:aws:lambda:us-east-1:123456789012:function:hopper"
+    ) -> None:
+        self.function_name = "hopper"
+        self.invoked_function_arn = arn
+        self.aws_request_id = "req-1"
+        self.memory_limit_in_mb = 256
+        self._end = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._end - time.monotonic()) * 1000))
+
+
+def put(session: Any, bucket: str, keys: list[str]) -> None:
+    s3 = session.client("s3")
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+
+
+def test_seed_event_reaches_workers_with_dataset_prefix(
+    session: Any, bucket: str, function: str, received: Received, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = [f"dataset-{i}/data.csv" for i in range(5)] + ["_hopper/artifacts/hopper-abc.zip"]
+    put(session, bucket, keys)
+    seed = {"config_bucket": bucket, "lambda_function": function}
+    result = handler(seed, Context(60))
+    assert result["status"] == "succeeded" and result["continued"] is False
+    events = received.to(function)
+    assert sorted(e["dataset_prefix"] for e in events) == keys[:5]  # never hopper's own files
+    for event in events:
+        assert event["config_bucket"] == bucket and event["lambda_function"] == function
+    assert set(received.invocation_types) == {"Event"}
+    emf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert emf["ItemsDispatched"] == 5 and emf["ItemsFailed"] == 0
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] == "ItemsDispatched"
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"lambda_function": "w"}, "Missing config_bucket"),
+        ({"config_bucket": "b"}, "Missing lambda_function"),
+        ({"source": "s3://bkt-1"}, "Missing target"),
+        ({}, "Missing source"),
+        ([1, 2], "must be a JSON object"),
+        (
+            {"source": "s3://bkt-1", "target": "w", "batch_size": 0},
+            "--batch-size must be greater than 0",
+        ),
+    ],
+)
+def test_bad_events_name_what_is_missing(event: Any, message: str, aws_env: None) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        handler(event, Context(60))
+    assert message in str(caught.value)
+
+
+def test_environment_gives_defaults_and_scheduled_events_use_them() -> None:
+    environ = {
+        "HOPPER_SOURCE": "s3://bkt-1/p",
+        "HOPPER_TARGET": "w",
+        "HOPPER_BATCH_SIZE": "5",
+        "HOPPER_INCLUDE": '["*.csv"]',
+    }
+    scheduled = {
+        "version": "0",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "detail": {},
+    }
+    options, continuation = options_from_event(scheduled, environ)
+    assert options == {
+        "source": "s3://bkt-1/p",
+        "target": "w",
+        "batch_size": "5",
+        "include": ["*.csv"],
+    }
+    assert continuation == {}
+    full, _ = options_from_event(
+        {"source": "s3://other", "target": "x", "mode": "prefixes"}, environ
+    )
+    assert (
+        full["source"] == "s3://other" and full["mode"] == "prefixes" and full["batch_size"] == "5"
+    )
+
+
+def drive(
+    first: dict[str, Any], seconds: float, received: Received, arn: str, limit: int = 60
+) -> list[dict[str, Any]]:
+    """Invoke the handler, then each continuation it hands on to itself, as Lambda would."""
+    results = [handler(first, Context(seconds, arn))]
+    seen = 0
+    while results[-1]["continued"]:
+        handed = received.to(arn)
+        assert len(handed) == seen + 1, "exactly one continuation per hop"
+        event = handed[seen]
+        seen += 1
+        results.append(handler(event, Context(seconds, arn)))
+        assert len(results) < limit
+    return results
+
+
+@pytest.fixture
+def slow_invokes(session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """5 ms of network latency per invoke, so a hop's budget holds a predictable share."""
+
+    def latency(**_: Any) -> None:
+        time.sleep(0.005)
+
+    session.events.register_first("before-send.lambda.Invoke", latency)
+    monkeypatch.setattr("hopper.aws.make_session", lambda **_: session)
+
+
+def test_continuation_hands_on_the_cursor_and_loses_nothing(
+    session: Any,
+    bucket: str,
+    function: str,
+    role: str,
+    received: Received,
+    monkeypatch: pytest.MonkeyPatch,
+    slow_invokes: None,
+) -> None:
+    keys = [f"k/{i:05}" for i in range(400)]
+    put(session, bucket, keys)
+    arn = create_function(session, "hopper", role)
+    monkeypatch.setenv("HOPPER_SAFETY_MARGIN", "0.3")
+    first = {"source": f"s3://{bucket}", "target": function, "concurrency": 2}
+    # A tiny budget forces several hops: each hop dispatches what fits, then hands on.
+    results = drive(first, 0.9, received, arn)
+    # 400 invokes at 5 ms, two at a time, cannot fit in one 0.6 s budget.
+    assert len(results) >= 2, [r["dispatched"] for r in results]
+    assert len({r["run_id"] for r in results}) == 1
+    assert [r["hop"] for r in results] == list(range(len(results)))
+    delivered = Counter(received.keys(function))
+    assert set(delivered) == set(keys)
+    # Repeats are bounded by the in-flight window at each hand-over.
+    assert sum(delivered.values()) - len(keys) <= 2 * len(results)
+    assert results[-1]["status"] == "succeeded"
+    assert all(e["continuation"]["run_id"] == results[0]["run_id"] for e in received.to(arn))
+
+
+def test_the_hop_bound_fails_with_a_clear_error(
+    session: Any,
+    bucket: str,
+    function: str,
+    role: str,
+    received: Received,
+    monkeypatch: pytest.MonkeyPatch,
+    slow_invokes: None,
+) -> None:
+    put(session, bucket, [f"k/{i:05}" for i in range(400)])
+    arn = create_function(session, "hopper", role)
+    monkeypatch.setenv("HOPPER_SAFETY_MARGIN", "0.3")
+    monkeypatch.setenv("HOPPER_MAX_HOPS", "0")
+    with pytest.raises(HopperError) as caught:
+        drive(
+            {"source": f"s3://{bucket}", "target": function, "concurrency": 2}, 0.9, received, arn
+        )
+    assert "stopped after 0 continuation hops (HOPPER_MAX_HOPS)" in str(caught.value)
+    # Hop 0 ran and handed on; hop 1 was refused before any work.
+    assert len(received.to(arn)) == 1
+    assert "resume it with start_after=" in str(caught.value)
