@@ -5,8 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Tools with pins of their own live in venvs of their own: checkov (template lint) and
+# ministack (the emulator the end-to-end tests run real Lambda functions on).
+CHECKOV := .venv-checkov/bin/checkov
+MINISTACK := .venv-ministack/bin/ministack
 
-.PHONY: venv demo test lint typecheck check lock clean
+.PHONY: venv tools demo test lint typecheck check lock clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -18,11 +22,23 @@ $(STAMP): pyproject.toml requirements/dev.lock
 
 venv: $(STAMP)
 
+$(CHECKOV): requirements/checkov.lock
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/checkov.lock
+	touch $@
+
+$(MINISTACK): requirements/ministack.lock
+	$(PYTHON) -m venv .venv-ministack
+	.venv-ministack/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/ministack.lock
+	touch $@
+
+tools: $(CHECKOV) $(MINISTACK)
+
 demo: $(STAMP)
 	$(BIN)/hopper run examples/datasets --mode prefixes --target examples/worker.py:handler
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) tools
+	HOPPER_REQUIRE_TOOLS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,4 +55,4 @@ lock: $(STAMP)
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^hopper'; } > requirements/dev.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .venv-ministack .pytest_cache .mypy_cache .ruff_cache

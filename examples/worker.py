@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         else:
             files = _s3_csv_files(event["bucket"], key)
         summaries[key] = summarise(files)
-    marker = event.get("marker_prefix")
+    # Markers say which datasets were processed, one object per invocation, for people and tests.
+    marker = event.get("marker_prefix") or os.environ.get("MARKER_PREFIX")
     if marker and "bucket" in event:
-        _write_markers(event["bucket"], marker, summaries, meta)
+        _write_markers(event["bucket"], marker, summaries, meta, context.aws_request_id)
     return {"datasets": summaries, "request_id": context.aws_request_id}
 
 
@@ -95,13 +97,15 @@ def _s3_csv_files(bucket: str, key: str) -> Iterator[tuple[str, str]]:
 
 
 def _write_markers(
-    bucket: str, prefix: str, summaries: dict[str, Any], meta: dict[str, Any]
+    bucket: str, prefix: str, summaries: dict[str, Any], meta: dict[str, Any], request_id: str
 ) -> None:
-    """One marker object per dataset, so a test (or a person) can see what was processed."""
+    """A marker per dataset and invocation: a second delivery leaves a second marker."""
     import boto3
 
     s3 = boto3.client("s3")
     for key, summary in summaries.items():
         name = key.strip("/").replace("/", "_") or "root"
         body = json.dumps({"key": key, "summary": summary, "hopper": meta})
-        s3.put_object(Bucket=bucket, Key=f"{prefix}{name}.json", Body=body.encode("utf-8"))
+        s3.put_object(
+            Bucket=bucket, Key=f"{prefix}{name}/{request_id}.json", Body=body.encode("utf-8")
+        )

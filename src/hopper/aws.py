@@ -52,5 +52,11 @@ def client(
 def boto_errors() -> tuple[type[Exception], ...]:
     """The exceptions an AWS call can raise, for `except` clauses at the boundary."""
     import botocore.exceptions
+    import botocore.parsers
 
-    return (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+    return (
+        botocore.exceptions.ClientError,
+        botocore.exceptions.BotoCoreError,
+        # An endpoint that answers what botocore cannot parse (an emulator's internal error).
+        botocore.parsers.ResponseParserError,
+    )

@@ -142,6 +142,9 @@ class _Group(click.Group):
             code = _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             code = _fail("interrupted", 130)
+        except Exception as exc:
+            logging.getLogger("hopper").debug("unexpected error", exc_info=True)
+            code = _fail(f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)", 1)
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)
@@ -266,6 +269,204 @@ def schedule(expression: str, count: int, as_json: bool) -> int:
         click.echo(json.dumps({"expression": parsed.expression, "next": times}))
     else:
         click.echo("\n".join(times) if times else "(never fires again)")
+    return 0
+
+
+def _aws_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--stack-name",
+                default="hopper",
+                show_default=True,
+                help="The CloudFormation stack (also the function and rule name).",
+            ),
+            click.option("--region", help="AWS region."),
+            click.option("--profile", help="AWS named profile."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _deployer(region: str | None, profile: str | None) -> Any:
+    from hopper import aws
+    from hopper.deploy import Deployer
+
+    return Deployer(
+        boto3_session=aws.make_session(region=region, profile=profile),
+        progress=lambda line: click.echo(line, err=True),
+    )
+
+
+def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for inner, inner_value in value.items():
+                click.echo(f"  {inner}: {inner_value}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@click.option(
+    "--source",
+    required=True,
+    metavar="s3://BUCKET[/PREFIX]",
+    help="The bucket (and prefix) to list.",
+)
+@click.option(
+    "--target",
+    required=True,
+    metavar="FUNCTION",
+    help="The worker Lambda function: NAME, lambda:NAME or ARN.",
+)
+@click.option(
+    "--schedule",
+    default="rate(15 minutes)",
+    show_default=True,
+    metavar="EXPR",
+    help="rate(...) or cron(...).",
+)
+@click.option("--schedule-disabled", is_flag=True, help="Create the schedule rule disabled.")
+@click.option(
+    "--artifact-bucket",
+    metavar="BUCKET",
+    help="Where the code package goes [default: the source bucket].",
+)
+@click.option(
+    "--mode",
+    default="objects",
+    show_default=True,
+    type=click.Choice(MODES),
+    help="One item per object or per prefix.",
+)
+@click.option(
+    "--batch-size", default=1, show_default=True, type=int, help="Items per worker invocation."
+)
+@click.option(
+    "--concurrency", default=16, show_default=True, type=int, help="Worker invocations in flight."
+)
+@click.option(
+    "--invocation-type",
+    default="event",
+    show_default=True,
+    type=click.Choice(INVOCATION_TYPES),
+    help="How workers are invoked.",
+)
+@click.option(
+    "--memory", default=256, show_default=True, type=int, help="Memory of the hopper function, MB."
+)
+@click.option(
+    "--timeout",
+    default=300,
+    show_default=True,
+    type=int,
+    help="Time limit of one hopper invocation, seconds.",
+)
+@click.option(
+    "--max-hops", default=100, show_default=True, type=int, help="Continuations one run may make."
+)
+@_aws_options
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the stack outputs as one JSON document."
+)
+def deploy(
+    source: str, target: str, schedule: str, schedule_disabled: bool, artifact_bucket: str | None,
+    mode: str, batch_size: int, concurrency: int, invocation_type: str, memory: int, timeout: int,
+    max_hops: int, stack_name: str, region: str | None, profile: str | None, as_json: bool,
+) -> int:  # fmt: skip
+    """Package hopper, upload it, and create or update its stack; wait and print the outputs."""
+    from hopper.deploy import DeployConfig
+
+    config = DeployConfig(
+        source=source, target=target, schedule=schedule, schedule_enabled=not schedule_disabled,
+        stack_name=stack_name, artifact_bucket=artifact_bucket, mode=mode, batch_size=batch_size,
+        concurrency=concurrency, invocation_type=invocation_type, memory=memory, timeout=timeout,
+        max_hops=max_hops,
+    )  # fmt: skip
+    outputs = _deployer(region, profile).deploy(config)
+    _print_mapping(outputs, as_json)
+    return 0
+
+
+@cli.command()
+@_aws_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(stack_name: str, region: str | None, profile: str | None, as_json: bool) -> int:
+    """Show the stack, its schedule and whether it is enabled, and the function's configuration."""
+    from hopper.deploy import validate_stack_name
+
+    validate_stack_name(stack_name)
+    report = _deployer(region, profile).status(stack_name)
+    _print_mapping(report, as_json)
+    return 0 if report["status"] != "NOT_DEPLOYED" else 1
+
+
+@cli.command(name="invoke")
+@_aws_options
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as one JSON document.")
+def invoke_(stack_name: str, region: str | None, profile: str | None, as_json: bool) -> int:
+    """Run the deployed hopper now, synchronously, and print its summary."""
+    from hopper.deploy import validate_stack_name
+
+    validate_stack_name(stack_name)
+    summary = _deployer(region, profile).invoke(stack_name)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        keys = (
+            "run_id",
+            "status",
+            "listed",
+            "selected",
+            "dispatched",
+            "failed",
+            "not_dispatched",
+            "duration_s",
+            "continued",
+        )
+        _print_mapping({key: summary.get(key) for key in keys}, False)
+        for failure in summary.get("failures", []):
+            click.echo(
+                f"FAILED batch {failure['batch']} {failure['keys']}: {failure['error_type']}: {failure['error']}"
+            )
+    return (
+        0
+        if summary.get("status") in ("succeeded", "incomplete") and not summary.get("failed")
+        else 1
+    )
+
+
+@cli.command()
+@_aws_options
+@click.option(
+    "--artifact-bucket",
+    metavar="BUCKET",
+    help="Also clean artifacts here if the stack is already gone.",
+)
+def destroy(
+    stack_name: str, region: str | None, profile: str | None, artifact_bucket: str | None
+) -> int:
+    """Delete the stack and its uploaded artifacts, and wait. Nothing to delete is success."""
+    from hopper.deploy import validate_stack_name
+
+    validate_stack_name(stack_name)
+    removed = _deployer(region, profile).destroy(stack_name, artifact_bucket)
+    click.echo("\n".join(f"removed {thing}" for thing in removed) or "nothing to remove")
+    return 0
+
+
+@cli.command()
+def template() -> int:
+    """Print the CloudFormation template that `deploy` uses."""
+    from hopper.deploy import template_text
+
+    click.echo(template_text(), nl=False)
     return 0
 
 

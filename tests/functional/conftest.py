@@ -137,3 +137,38 @@ def function(session: Any, role: str) -> str:
 def bucket(session: Any) -> str:
     session.client("s3").create_bucket(Bucket="data-bucket")
     return "data-bucket"
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    """A real HTTP endpoint (ThreadedMotoServer) with the simple Lambda backend."""
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/config",
+        data=json.dumps({"lambda": {"use_docker": False}}).encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).read()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def server_session(
+    moto_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A session whose clients all talk to the moto server, reset before each test."""
+    import urllib.request
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
+    ).read()
+    yield boto3.session.Session(region_name=REGION)

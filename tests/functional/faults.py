@@ -41,6 +41,10 @@ def response(
     return AWSResponse(url, status, all_headers, _Raw(json.dumps(body).encode()))
 
 
+def response_xml(url: str, status: int, body: bytes) -> AWSResponse:
+    return AWSResponse(url, status, {"Content-Type": "text/xml"}, _Raw(body))
+
+
 class Faults:
     """Fails a fraction of calls with 429, 5xx or a dropped connection, reproducibly."""
 

@@ -1,0 +1,135 @@
+"""hopper deployed for real on ministack: the function runs, the worker runs, the rule fires."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from hopper.cli import cli
+from hopper.deploy import ARTIFACTS, DeployConfig, Deployer, DeployError
+
+from .conftest import make_world, markers, wait_for_markers
+
+
+def hopper(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args))
+    return result
+
+
+def assert_nothing_left(session: Any, stack: str, bucket: str, worker: str) -> None:
+    cfn = session.client("cloudformation")
+    live = [
+        s["StackName"]
+        for s in cfn.list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    assert stack not in live
+    functions = [f["FunctionName"] for f in session.client("lambda").list_functions()["Functions"]]
+    assert stack not in functions and worker in functions
+    assert [
+        r["Name"] for r in session.client("events").list_rules()["Rules"] if r["Name"] == stack
+    ] == []
+    assert "Contents" not in session.client("s3").list_objects_v2(
+        Bucket=bucket, Prefix=f"{ARTIFACTS}{stack}/"
+    )
+
+
+def test_deploy_invoke_destroy(session: Any) -> None:
+    started = time.monotonic()
+    bucket, worker, stack = "e2e-invoke", "csv-worker", "hopper-e2e"
+    datasets = make_world(session, bucket, worker, "markers/")
+    deployed = hopper(
+        "deploy", "--source", f"s3://{bucket}/datasets", "--target", worker, "--mode", "prefixes",
+        "--stack-name", stack, "--schedule-disabled", "--json",
+    )  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    outputs = json.loads(deployed.stdout)
+    assert outputs["FunctionName"] == stack
+
+    invoked = hopper("invoke", "--stack-name", stack, "--json")
+    assert invoked.exit_code == 0, invoked.output
+    summary = json.loads(invoked.stdout)
+    assert summary["status"] == "succeeded"
+    assert summary["selected"] == summary["dispatched"] == len(datasets)
+
+    found = wait_for_markers(session, bucket, "markers/", len(datasets), timeout=60)
+    # One marker per dataset and invocation: every dataset exactly once.
+    assert Counter(m["key"] for m in found) == Counter(f"datasets/{d}/" for d in datasets)
+    sales = next(m for m in found if m["key"] == "datasets/sales-2024/")
+    assert sales["summary"]["rows"] == 7 and sales["summary"]["totals"]["units"] == 70.0
+    assert {m["hopper"]["run_id"] for m in found} == {summary["run_id"]}
+
+    status = json.loads(hopper("status", "--stack-name", stack, "--json").stdout)
+    assert status["status"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+    assert status["schedule"]["enabled"] is False
+    assert status["function"]["Runtime"] == "python3.12"
+
+    destroyed = hopper("destroy", "--stack-name", stack)
+    assert destroyed.exit_code == 0, destroyed.output
+    assert_nothing_left(session, stack, bucket, worker)
+    print(f"\ne2e deploy+invoke+destroy on ministack: {time.monotonic() - started:.1f}s")
+
+
+def test_a_failed_update_shows_the_resources_reasons(
+    session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket, worker, stack = "e2e-fail", "fail-worker", "hopper-fails"
+    make_world(session, bucket, worker, "markers/")
+    deployer = Deployer(boto3_session=session, poll_seconds=0.2)
+    config = DeployConfig(source=f"s3://{bucket}/datasets", target=worker, stack_name=stack)
+    deployer.deploy(config)
+    # A new package whose upload is lost: the function's code update cannot find it.
+    monkeypatch.setattr("hopper.deploy.build_artifact", lambda: (b"new code", "f" * 64))
+    monkeypatch.setattr(Deployer, "_upload", lambda self, bucket, key, data: None)
+    with pytest.raises(DeployError) as caught:
+        deployer.deploy(config)
+    message = str(caught.value)
+    print(f"\n{message}")
+    assert "UPDATE_ROLLBACK_COMPLETE" in message and "HopperFunction" in message, message
+    monkeypatch.undo()
+    assert deployer.destroy(stack)[0] == f"stack {stack}"
+
+
+@pytest.mark.slow
+def test_the_schedule_fires_by_itself(session: Any) -> None:
+    bucket, worker, stack = "e2e-schedule", "tick-worker", "hopper-tick"
+    datasets = make_world(session, bucket, worker, "ticks/")
+    deployed = hopper(
+        "deploy", "--source", f"s3://{bucket}/datasets", "--target", worker, "--mode", "prefixes",
+        "--stack-name", stack, "--schedule", "rate(1 minute)",
+    )  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    started = time.monotonic()
+    try:
+        found = wait_for_markers(session, bucket, "ticks/", len(datasets), timeout=150)
+        fired_after = time.monotonic() - started
+        assert {m["key"] for m in found} >= {f"datasets/{d}/" for d in datasets}, found
+        print(f"\nrate(1 minute) fired after {fired_after:.0f}s")
+        assert fired_after < 150
+    finally:
+        assert hopper("destroy", "--stack-name", stack).exit_code == 0
+    assert_nothing_left(session, stack, bucket, worker)
+    assert markers(session, bucket, "ticks/")
+
+
+VALID_SCHEDULES = [
+    "rate(1 minute)", "rate(15 minutes)", "rate(1 day)", "cron(0 12 * * ? *)", "cron(0/20 8 * * ? *)",
+    "cron(0 18 ? * MON-FRI *)", "cron(0 0 L * ? *)", "cron(0 0 LW * ? *)", "cron(0 0 15W * ? *)",
+    "cron(0 10 ? * 6L *)", "cron(0 10 ? * 3#2 *)", "cron(0 0 1 JAN,JUL ? 2027-2028)",
+]  # fmt: skip
+
+
+def test_expressions_hopper_accepts_are_accepted_by_put_rule(session: Any) -> None:
+    from hopper.schedule import parse_schedule
+
+    events = session.client("events")
+    for expression in VALID_SCHEDULES:
+        parse_schedule(expression)
+        events.put_rule(Name="hopper-conformance", ScheduleExpression=expression, State="DISABLED")
+        assert events.describe_rule(Name="hopper-conformance")["ScheduleExpression"] == expression
+    events.delete_rule(Name="hopper-conformance")

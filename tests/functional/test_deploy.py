@@ -1,0 +1,253 @@
+"""deploy / status / destroy against moto's CloudFormation over real HTTP (ThreadedMotoServer)."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from click.testing import CliRunner
+
+from hopper.cli import cli
+from hopper.deploy import ARTIFACTS, DeployConfig, Deployer, artifact_key, build_artifact
+
+from .conftest import create_function
+from .faults import response_xml
+
+STACK = "hopper-test"
+
+
+@pytest.fixture
+def world(server_session: Any) -> dict[str, str]:
+    session = server_session
+    session.client("s3").create_bucket(Bucket="source-bucket")
+    role = session.client("iam").create_role(RoleName="worker-role", AssumeRolePolicyDocument="{}")[
+        "Role"
+    ]["Arn"]
+    arn = create_function(session, "worker", role)
+    return {"bucket": "source-bucket", "worker": "worker", "worker_arn": arn}
+
+
+def deployer(session: Any, lines: list[str] | None = None) -> Deployer:
+    return Deployer(
+        boto3_session=session,
+        poll_seconds=0.05,
+        progress=(lines.append if lines is not None else None),
+    )
+
+
+def config(**kw: Any) -> DeployConfig:
+    values: dict[str, Any] = {
+        "source": "s3://source-bucket/datasets/",
+        "target": "worker",
+        "stack_name": STACK,
+    }
+    values.update(kw)
+    return DeployConfig(**values)
+
+
+def test_artifact_is_deterministic_and_holds_the_core_only(tmp_path: Path) -> None:
+    first, digest = build_artifact()
+    second, again = build_artifact()
+    assert first == second and digest == again
+    assert digest[:20] in artifact_key("s", digest)
+    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
+    assert "hopper/handler.py" in names and "hopper/engine.py" in names
+    assert "hopper/cli.py" not in names
+    zipfile.ZipFile(io.BytesIO(first)).extractall(tmp_path)
+    # The handler imports with click and rich unavailable, as in the Lambda runtime.
+    probe = "import sys; sys.modules['click'] = None; sys.modules['rich'] = None; import hopper.handler; print('ok')"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_deploy_creates_least_privilege_resources(
+    server_session: Any, world: dict[str, str]
+) -> None:
+    lines: list[str] = []
+    outputs = deployer(server_session, lines).deploy(config())
+    assert set(outputs) >= {"FunctionName", "FunctionArn", "RuleArn", "RoleArn"}
+    assert any("CREATE_COMPLETE" in line for line in lines)
+    iam = server_session.client("iam")
+    role = outputs["RoleArn"].rpartition("/")[2]
+    assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+    [name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    if isinstance(document, str):
+        # moto keeps an inline policy made by CloudFormation as the repr of a Python dict.
+        document = ast.literal_eval(unquote(document))
+    statements = {s["Sid"]: s for s in document["Statement"]}
+    listing = statements["ListTheSourceBucket"]
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Resource"] == "arn:aws:s3:::source-bucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["datasets/*"]}}
+    invoke = statements["InvokeTheWorker"]
+    assert invoke["Resource"] == [world["worker_arn"], world["worker_arn"] + ":*"]
+    assert statements["ContinueItself"]["Resource"] == outputs["FunctionArn"]
+    assert all("*" not in str(s["Action"]) for s in document["Statement"])
+
+    function = server_session.client("lambda").get_function_configuration(
+        FunctionName=outputs["FunctionName"]
+    )
+    # moto's CloudFormation does not pass Architectures on; test_template checks arm64.
+    assert function["Runtime"] == "python3.12"
+    assert function["Handler"] == "hopper.handler.handler"
+    assert function["Environment"]["Variables"]["HOPPER_SOURCE"] == "s3://source-bucket/datasets/"
+    assert function["Environment"]["Variables"]["HOPPER_TARGET"] == world["worker_arn"]
+
+    policy = json.loads(
+        server_session.client("lambda").get_policy(FunctionName=outputs["FunctionName"])["Policy"]
+    )
+    [grant] = policy["Statement"]
+    assert grant["Principal"] == {"Service": "events.amazonaws.com"}
+    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == outputs["RuleArn"]
+
+    events = server_session.client("events")
+    rule = events.describe_rule(Name=STACK)
+    assert rule["ScheduleExpression"] == "rate(15 minutes)" and rule["State"] == "ENABLED"
+    [target] = events.list_targets_by_rule(Rule=STACK)["Targets"]
+    assert target["Arn"] == outputs["FunctionArn"]
+
+    artifacts = server_session.client("s3").list_objects_v2(
+        Bucket="source-bucket", Prefix=ARTIFACTS
+    )["Contents"]
+    assert [a["Key"] for a in artifacts] == [artifact_key(STACK, build_artifact()[1])]
+
+
+def test_update_changes_the_schedule_and_no_change_is_success(
+    server_session: Any, world: dict[str, str]
+) -> None:
+    d = deployer(server_session)
+    d.deploy(config())
+    d.deploy(config(schedule="cron(0 6 ? * MON-FRI *)", schedule_enabled=False))
+    rule = server_session.client("events").describe_rule(Name=STACK)
+    assert rule["ScheduleExpression"] == "cron(0 6 ? * MON-FRI *)"
+    assert rule["State"] == "DISABLED"
+    status = d.status(STACK)
+    assert status["schedule"] == {
+        "expression": "cron(0 6 ? * MON-FRI *)",
+        "state": "DISABLED",
+        "enabled": False,
+    }
+    assert status["function"]["Runtime"] == "python3.12"
+
+
+def test_an_update_with_no_changes_is_success(server_session: Any, world: dict[str, str]) -> None:
+    d = deployer(server_session)
+    first = d.deploy(config())
+
+    def no_updates(request: Any, **_: Any) -> AWSResponse:
+        # What CloudFormation answers an update that changes nothing.
+        body = (
+            b'<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error>'
+            b"<Type>Sender</Type><Code>ValidationError</Code>"
+            b"<Message>No updates are to be performed.</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+        )
+        return response_xml(request.url, 400, body)
+
+    server_session.events.register_first("before-send.cloudformation.UpdateStack", no_updates)
+    lines: list[str] = []
+    again = deployer(server_session, lines).deploy(config())
+    assert again == first
+    assert any("already up to date" in line for line in lines)
+
+
+def test_destroy_leaves_nothing_and_is_idempotent(
+    server_session: Any, world: dict[str, str]
+) -> None:
+    d = deployer(server_session)
+    outputs = d.deploy(config())
+    removed = d.destroy(STACK)
+    assert f"stack {STACK}" in removed and any(
+        r.startswith("s3://source-bucket/_hopper/artifacts/") for r in removed
+    )
+    cfn = server_session.client("cloudformation")
+    live = [
+        s
+        for s in cfn.list_stacks()["StackSummaries"]
+        if s["StackName"] == STACK and s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    assert live == []
+    names = [
+        f["FunctionName"] for f in server_session.client("lambda").list_functions()["Functions"]
+    ]
+    assert outputs["FunctionName"] not in names and "worker" in names
+    assert server_session.client("events").list_rules(NamePrefix=STACK)["Rules"] == []
+    assert "Contents" not in server_session.client("s3").list_objects_v2(
+        Bucket="source-bucket", Prefix=ARTIFACTS
+    )
+    assert d.destroy(STACK) == []
+    assert d.status(STACK) == {"stack": STACK, "status": "NOT_DEPLOYED"}
+
+
+def test_cli_deploy_status_destroy(server_session: Any, world: dict[str, str]) -> None:
+    runner = CliRunner()
+    deployed = runner.invoke(
+        cli,
+        [
+            "deploy",
+            "--source",
+            "s3://source-bucket",
+            "--target",
+            "worker",
+            "--stack-name",
+            STACK,
+            "--schedule",
+            "rate(1 minute)",
+            "--json",
+        ],
+    )
+    assert deployed.exit_code == 0, deployed.output
+    assert json.loads(deployed.stdout)["FunctionName"] == STACK
+    assert "CREATE_COMPLETE" in deployed.stderr
+    status = runner.invoke(cli, ["status", "--stack-name", STACK, "--json"])
+    report = json.loads(status.stdout)
+    assert (
+        report["schedule"]["expression"] == "rate(1 minute)"
+        and report["schedule"]["enabled"] is True
+    )
+    assert report["function"]["Runtime"] == "python3.12"
+    gone = runner.invoke(cli, ["destroy", "--stack-name", STACK])
+    assert gone.exit_code == 0 and f"removed stack {STACK}" in gone.stdout
+    again = runner.invoke(cli, ["destroy", "--stack-name", STACK])
+    assert again.exit_code == 0 and "nothing to remove" in again.stdout
+    missing = runner.invoke(cli, ["status", "--stack-name", STACK])
+    assert missing.exit_code == 1 and "NOT_DEPLOYED" in missing.stdout
+
+
+def test_deploy_refuses_a_worker_that_does_not_exist(
+    server_session: Any, world: dict[str, str]
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "deploy",
+            "--source",
+            "s3://source-bucket",
+            "--target",
+            "no-such-worker",
+            "--stack-name",
+            STACK,
+        ],
+    )
+    assert result.exit_code == 1
+    assert (
+        "GetFunctionConfiguration on function no-such-worker failed: ResourceNotFoundException"
+        in result.stderr
+    )
+    assert server_session.client("cloudformation").list_stacks()["StackSummaries"] == []
