@@ -244,3 +244,49 @@ def test_schedule_prints_next_fire_times_in_utc() -> None:
         bad.stderr.strip()
         == "hopper: error: schedule 'rate(1 minutes)': a value of 1 takes the singular unit 'minute'"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["deploy", "--source", "examples/datasets", "--target", "fn"],
+            "deploy needs an S3 source",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--target", "w.py:handler"],
+            "deploy needs a Lambda target",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--schedule", "rate(0 minutes)"],
+            "greater than 0",
+        ),
+        (
+            [
+                "deploy",
+                "--source",
+                "s3://bkt-1",
+                "--target",
+                "fn",
+                "--schedule",
+                "cron(0 12 * * * *)",
+            ],
+            "exactly one of",
+        ),
+        (["deploy", "--source", "s3://bkt-1"], "Missing option '--target'"),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--memory", "64"],
+            "--memory must be between",
+        ),
+        (["status", "--stack-name", "has space"], "stack name 'has space'"),
+        (["destroy", "--stack-name", "1abc"], "stack name '1abc'"),
+    ],
+)
+def test_deploy_commands_refuse_bad_input_before_any_aws_call(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any AWS call would go to a closed port and fail with exit 1, not 2.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
