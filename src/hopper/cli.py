@@ -99,16 +99,24 @@ _CONFIG_KEYS = (
     "target", "mode", "start_after", "include", "exclude", "min_size", "max_size",
     "modified_after", "modified_before", "limit", "batch_size", "invocation_type", "payload",
     "region", "profile", "concurrency", "deadline", "timeout", "memory", "max_attempts",
+    "state", "incremental", "max_failures",
 )  # fmt: skip
 
 
 def _config(source: str, options: dict[str, Any]) -> RunConfig:
-    values = {key: options[key] for key in _CONFIG_KEYS if options.get(key) not in (None, ())}
+    values = {
+        key: options[key] for key in _CONFIG_KEYS if options.get(key) not in (None, (), False)
+    }
     return RunConfig.from_mapping({"source": source, **values})
 
 
 def _session(config: RunConfig) -> Any:
-    if not (config.source.startswith("s3://") or (config.target and not config.is_local_target)):
+    uses_aws = (
+        config.source.startswith("s3://")
+        or (config.target and not config.is_local_target)
+        or (config.state or "").startswith("s3://")
+    )
+    if not uses_aws:
         return None
     from hopper import aws
 
@@ -196,25 +204,64 @@ def cli(verbose: int) -> None:
     metavar="N",
     help="Attempts per batch on throttling, 5xx or connection errors [default: 6].",
 )
-def run(source: str, as_json: bool, **options: Any) -> int:
+@click.option(
+    "--state", metavar="s3://B/P|DIR", help="Keep a ledger, a lease and a checkpoint here."
+)
+@click.option(
+    "--incremental", is_flag=True, help="Dispatch only new or changed items (needs --state)."
+)
+@click.option(
+    "--max-failures", metavar="N|P%", help="Stop and fail once more than N items (or P%) failed."
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait for another run holding --state instead of exiting 3."
+)
+@click.option(
+    "--schedule",
+    metavar="EXPR",
+    help="Keep running: start a run at each fire time (needs --state).",
+)
+def run(source: str, as_json: bool, wait: bool, schedule: str | None, **options: Any) -> int:
     """List SOURCE, select, batch and invoke TARGET for every batch.
 
     SOURCE is s3://BUCKET[/PREFIX] or a local folder. Exit code 0 when every item was
-    dispatched, 1 when any failed or was not dispatched, 2 on bad input.
+    dispatched, 1 when any failed or was not dispatched, 2 on bad input, 3 when another run
+    holds --state.
     """
     config = _config(source, options)
     if config.target is None:
         raise click.UsageError("missing --target (lambda:NAME, FILE.py:FUNC, ...)")
+    if schedule is not None:
+        return _scheduled(config, schedule, as_json)
+    summary = _run_once(config, wait=wait)
+    return _report_run(summary, as_json)
+
+
+def _run_once(
+    config: RunConfig, *, wait: bool = False, stop: Any = None, retry_of: str | None = None
+) -> RunSummary:
     progress = _Progress() if _stderr_is_terminal() else None
+    on_progress = progress.update if progress else None
     try:
-        summary = engine.run(
-            config,
-            boto3_session=_session(config),
-            on_progress=progress.update if progress else None,
-        )
+        if config.state is None:
+            return engine.run(config, boto3_session=_session(config), on_progress=on_progress)
+        from hopper.stateful import run_with_state
+
+        with _interruptible() as interrupted:
+            return run_with_state(
+                config,
+                boto3_session=_session(config),
+                wait=wait,
+                on_progress=on_progress,
+                stop=stop or interrupted,
+                retry_of=retry_of,
+            )
     finally:
         if progress:
             progress.stop()
+
+
+def _report_run(summary: RunSummary, as_json: bool) -> int:
     if summary.error and summary.counts.listed == 0 and summary.counts.batches == 0:
         # Nothing happened before the error: one line says it all.
         raise _StartFailure(summary.error)
@@ -225,6 +272,73 @@ def run(source: str, as_json: bool, **options: Any) -> int:
     if summary.error:
         click.echo(f"hopper: error: {summary.error}", err=True)
     return summary.exit_code
+
+
+class _interruptible:
+    """The first Ctrl-C asks the run to stop after what is in flight; a second one aborts."""
+
+    def __enter__(self) -> Any:
+        import signal
+        import threading
+
+        self.event = threading.Event()
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+
+            def handle(signum: int, frame: Any) -> None:
+                click.echo(
+                    "hopper: stopping after the batches in flight (Ctrl-C again to abort)", err=True
+                )
+                self.event.set()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+            self.previous = signal.signal(signal.SIGINT, handle)
+        return self.event
+
+    def __exit__(self, *_: Any) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _scheduled(config: RunConfig, expression: str, as_json: bool) -> int:
+    """Run at each fire time of EXPRESSION until Ctrl-C; ticks that find the lease held are skipped."""
+    from datetime import UTC, datetime
+
+    from hopper.lease import LeaseHeld
+    from hopper.schedule import next_fire_times, parse_schedule
+
+    if config.state is None:
+        raise click.UsageError("--schedule needs --state: runs must not overlap")
+    plan_ = parse_schedule(expression)
+    log = logging.getLogger("hopper.schedule")
+    anchor = datetime.now(UTC)
+    code = 0
+    with _interruptible() as stop:
+        while not stop.is_set():
+            due = next_fire_times(plan_, anchor, 1)
+            if not due:
+                log.warning("%s fires no more", expression)
+                break
+            now = datetime.now(UTC)
+            if due[0] < now:
+                log.warning(
+                    "skipped the tick at %s: the previous run was still going", due[0].isoformat()
+                )
+                anchor = due[0]
+                continue
+            click.echo(f"hopper: next run at {due[0].isoformat()}", err=True)
+            if stop.wait((due[0] - now).total_seconds()):
+                break
+            anchor = due[0]
+            try:
+                summary = _run_once(config, stop=stop)
+            except LeaseHeld as exc:
+                log.warning("skipped the tick at %s: %s", due[0].isoformat(), exc)
+                continue
+            code = _report_run(summary, as_json)
+    return code
 
 
 @cli.command()
@@ -239,6 +353,126 @@ def plan(source: str, as_json: bool, **options: Any) -> int:
     else:
         _print_plan(summary)
     return 0
+
+
+def _store(state: str, region: str | None, profile: str | None) -> Any:
+    from hopper.store import open_store
+
+    session = None
+    if state.startswith("s3://"):
+        from hopper import aws
+
+        session = aws.make_session(region=region, profile=profile)
+    return open_store(state, boto3_session=session)
+
+
+def _state_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--state", required=True, metavar="s3://B/P|DIR", help="The state location."
+            ),
+            click.option("--region", help="AWS region."),
+            click.option("--profile", help="AWS named profile."),
+            click.option(
+                "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@_state_options
+def runs(state: str, region: str | None, profile: str | None, as_json: bool) -> int:
+    """List the runs recorded in --state, newest first."""
+    from hopper.state import list_runs
+
+    found = list_runs(_store(state, region, profile))
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+        return 0
+    if not found:
+        click.echo("no runs")
+    for run_ in found:
+        click.echo(
+            f"{run_.get('run_id')}  {run_.get('started_at', '?')}  {run_.get('status', '?'):<11}"
+            f"  dispatched {run_.get('dispatched', '-')}  failed {run_.get('failed', '-')}"
+            f"  not dispatched {run_.get('not_dispatched', '-')}"
+            + (f"  retry of {run_['retry_of']}" if run_.get("retry_of") else "")
+        )
+    return 0
+
+
+@cli.command()
+@click.argument("run_id")
+@_state_options
+def report(run_id: str, state: str, region: str | None, profile: str | None, as_json: bool) -> int:
+    """Show a run's counts and failures, from its ledger."""
+    from hopper.state import report as build_report
+
+    document = build_report(_store(state, region, profile), run_id)
+    if as_json:
+        click.echo(json.dumps(document, indent=2, default=str))
+        return 0
+    ledger = document["ledger"]
+    rows = [
+        ("run", run_id),
+        ("status", str(document["status"])),
+        ("started", str(document["started_at"])),
+        ("finished", str(document["finished_at"])),
+        ("source", str(document["source"])),
+        ("target", str(document["target"])),
+        (
+            "dispatched",
+            f"{ledger['items']['dispatched']} items in {ledger['batches']['dispatched']} batches",
+        ),
+        ("failed", f"{ledger['items']['failed']} items in {ledger['batches']['failed']} batches"),
+        ("not dispatched", f"{ledger['items']['not_dispatched']} items"),
+        ("cursor", str(document["cursor"])),
+    ]
+    if document["retry_of"]:
+        rows.append(("retry of", document["retry_of"]))
+    for event in document["events"]:
+        rows.append((event["event"], str(event.get("reason") or event.get("cursor") or "")))
+    for failure in document["failures"]:
+        rows.append(
+            (
+                "failure",
+                f"batch {failure['batch']} {failure['keys']}: {failure['error_type']}: {failure['error']}",
+            )
+        )
+    _print_rows(f"hopper report {run_id}", rows)
+    return 0
+
+
+@cli.command()
+@click.argument("run_id")
+@_state_options
+@click.option(
+    "--wait", is_flag=True, help="Wait for another run holding --state instead of exiting 3."
+)
+def retry(
+    run_id: str, state: str, region: str | None, profile: str | None, as_json: bool, wait: bool
+) -> int:
+    """Dispatch again only the failed and not-dispatched items of RUN_ID, as a new run."""
+    from hopper.state import RUNS, read_json
+
+    store = _store(state, region, profile)
+    previous = read_json(store, f"{RUNS}{run_id}/summary.json")
+    if previous is None:
+        raise click.UsageError(f"no run {run_id!r} in {store.location}")
+    options = {
+        k: v
+        for k, v in previous.get("config", {}).items()
+        if k not in ("start_after", "limit", "incremental")
+    }
+    config = RunConfig.from_mapping(
+        {**options, "state": state, "region": region, "profile": profile}
+    )
+    summary = _run_once(config, wait=wait, retry_of=run_id)
+    return _report_run(summary, as_json)
 
 
 @cli.command()

@@ -55,6 +55,11 @@ class RunConfig:
     run_id: str | None = None
     region: str | None = None
     profile: str | None = None
+    # Run state (ledger, lease, checkpoint): s3://BUCKET/PREFIX or a folder.
+    state: str | None = None
+    incremental: bool = False
+    # "N" items, or "P%" of the items settled so far.
+    max_failures: str | None = None
 
     def __post_init__(self) -> None:
         if not self.source or not self.source.strip():
@@ -111,6 +116,10 @@ class RunConfig:
         clash = sorted(RESERVED_FIELDS.intersection(self.payload))
         if clash:
             raise InvalidInput(f"payload may not set {', '.join(clash)}: hopper fills these fields")
+        if self.incremental and not self.state:
+            raise InvalidInput("--incremental needs --state: the state remembers what was sent")
+        if self.max_failures is not None:
+            parse_threshold(self.max_failures)
         for pattern in (*self.include, *self.exclude):
             if not pattern:
                 raise InvalidInput("an --include or --exclude pattern is empty")
@@ -156,6 +165,24 @@ class RunConfig:
         return cls(**kwargs)
 
 
+def parse_threshold(text: str) -> tuple[float, bool]:
+    """`--max-failures`: ("10" -> (10, False)), ("5%" -> (5.0, True))."""
+    value = str(text).strip()
+    percent = value.endswith("%")
+    number = value.removesuffix("%").strip()
+    try:
+        amount = float(number) if percent else int(number)
+    except ValueError:
+        raise InvalidInput(
+            f"--max-failures must be a count (10) or a percentage (5%), got {text!r}"
+        ) from None
+    if amount < 0 or (percent and amount > 100):
+        raise InvalidInput(
+            f"--max-failures must be a count >= 0 or a percentage 0-100%, got {text!r}"
+        )
+    return float(amount), percent
+
+
 def _is_local_target(target: str | None) -> bool:
     if target is None:
         return False
@@ -199,6 +226,16 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(value)
     if name == "payload":
         return parse_payload(value) if isinstance(value, str) else value
+    if name == "incremental":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no", ""):
+            return False
+        raise InvalidInput(f"--incremental must be true or false, got {value!r}")
+    if name == "max_failures":
+        return str(value)
     if not isinstance(value, str):
         raise InvalidInput(f"{_flag(name)} must be a string, got {value!r}")
     return value

@@ -216,3 +216,26 @@ class Dispatcher:
                 error_type=answer.error_type,
                 error=answer.error,
             )
+
+
+class InOrder:
+    """Releases settled batches in batch order, holding at most the in-flight window."""
+
+    def __init__(self, release: Callable[[Outcome], None]) -> None:
+        self._release = release
+        self._next = 1
+        self._waiting: dict[int, Outcome] = {}
+        self._blocked = False
+
+    def settle(self, outcome: Outcome) -> None:
+        if self._blocked:
+            return
+        self._waiting[outcome.batch.index] = outcome
+        while self._next in self._waiting:
+            ready = self._waiting.pop(self._next)
+            if not ready.settled:
+                self._blocked = True
+                self._waiting.clear()
+                return
+            self._release(ready)
+            self._next += 1

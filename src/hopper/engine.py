@@ -11,7 +11,7 @@ from typing import Any
 
 from hopper.batching import EventSizer, Oversize, make_batches
 from hopper.config import RunConfig
-from hopper.dispatch import Dispatcher, Outcome, RetryPolicy
+from hopper.dispatch import Dispatcher, InOrder, Outcome, RetryPolicy
 from hopper.errors import InvalidInput
 from hopper.event import encode_event
 from hopper.items import Batch, Item
@@ -50,8 +50,14 @@ def _selected(
     on_listed: Callable[[Item], None],
     on_skipped: Callable[[Any], None],
     on_selected: Callable[[Item], None],
+    keep: Callable[[Item], bool] | None = None,
+    on_unchanged: Callable[[Item], None] | None = None,
 ) -> Iterator[Item]:
-    """The listing, filtered and limited, counted as it streams past."""
+    """The listing, filtered and limited, counted as it streams past.
+
+    `keep` is a last filter (incremental mode: has the item changed?); what it drops is
+    reported to `on_unchanged` and does not count toward --limit.
+    """
     select = Selector.from_config(config)
 
     def listed() -> Iterator[Item]:
@@ -65,6 +71,8 @@ def _selected(
                 yield item
 
     chosen: Iterator[Item] = (item for item in listed() if select(item))
+    if keep is not None:
+        chosen = _kept(chosen, keep, on_unchanged)
     if config.limit is not None:
         chosen = itertools.islice(chosen, config.limit)
     for item in chosen:
@@ -72,31 +80,34 @@ def _selected(
         yield item
 
 
+def _kept(
+    items: Iterator[Item],
+    keep: Callable[[Item], bool],
+    on_dropped: Callable[[Item], None] | None,
+) -> Iterator[Item]:
+    for item in items:
+        if keep(item):
+            yield item
+        elif on_dropped is not None:
+            on_dropped(item)
+
+
 class _Cursor:
     """The last key before which every batch has settled (dispatched or failed).
 
     Batches settle out of order; only the contiguous prefix counts, so a resumed run starting
-    after the cursor misses nothing. Holds at most the in-flight window.
+    after the cursor misses nothing.
     """
 
     def __init__(self, start_after: str | None) -> None:
         self.key = start_after
-        self._next = 1
-        self._waiting: dict[int, str | None] = {}
-        self._blocked = False
+        self._order = InOrder(self._advance)
+
+    def _advance(self, outcome: Outcome) -> None:
+        self.key = outcome.batch.last_key
 
     def settle(self, outcome: Outcome) -> None:
-        if self._blocked:
-            return
-        self._waiting[outcome.batch.index] = outcome.batch.last_key if outcome.settled else None
-        while self._next in self._waiting:
-            last = self._waiting.pop(self._next)
-            if last is None:
-                self._blocked = True
-                self._waiting.clear()
-                return
-            self.key = last
-            self._next += 1
+        self._order.settle(outcome)
 
 
 def run(
@@ -108,6 +119,8 @@ def run(
     on_outcome: Callable[[Outcome], None] | None = None,
     on_progress: Callable[[RunSummary], None] | None = None,
     retry: RetryPolicy | None = None,
+    keep: Callable[[Item], bool] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> RunSummary:
     """Run once. Raises HopperError if the run cannot start; otherwise returns the summary."""
     clock = time.monotonic
@@ -144,6 +157,9 @@ def run(
             on_outcome(outcome)
         progress()
 
+    def unchanged(_: Item) -> None:
+        counts.unchanged += 1
+
     def counted(plan: Iterator[Batch | Oversize]) -> Iterator[Batch | Oversize]:
         for step in plan:
             counts.batches += 1
@@ -152,7 +168,13 @@ def run(
     target.prepare()
     try:
         items = _selected(
-            source, config, on_listed=listed, on_skipped=summary.record_skip, on_selected=selected
+            source,
+            config,
+            on_listed=listed,
+            on_skipped=summary.record_skip,
+            on_selected=selected,
+            keep=keep,
+            on_unchanged=unchanged,
         )
         plan_ = make_batches(
             items,
@@ -169,6 +191,7 @@ def run(
             deadline_at=began + config.deadline if config.deadline else None,
             retry=retry or RetryPolicy(max_attempts=config.max_attempts),
             clock=clock,
+            should_stop=should_stop,
         )
         ended = dispatcher.run(counted(plan_), settled)
     finally:
@@ -186,7 +209,11 @@ def run(
     clean = counts.failed == 0 and counts.not_dispatched == 0
     if clean and ended.exhausted and summary.error is None:
         summary.status = "succeeded"
-    elif summary.error is None and counts.failed == 0 and ended.deadline_reached:
+    elif (
+        summary.error is None
+        and counts.failed == 0
+        and (ended.deadline_reached or ended.stopped == "interrupted")
+    ):
         summary.status = "incomplete"
     else:
         summary.status = "failed"

@@ -205,7 +205,14 @@ class LocalSource:
                     continue
                 yield from self._walk(real, dir_key, ancestors | {real}, begin)
             elif self.mode == "objects" and (begin is None or key > begin):
-                yield Item(key=key, size=info.st_size, last_modified=_mtime(info), path=real)
+                yield Item(
+                    key=key,
+                    size=info.st_size,
+                    # A version tag, as S3's ETag is: incremental runs compare it.
+                    etag=f"{info.st_size:x}-{info.st_mtime_ns:x}",
+                    last_modified=_mtime(info),
+                    path=real,
+                )
 
     def _resolve(self, entry: os.DirEntry[str], key: str) -> tuple[str, os.stat_result] | Skipped:
         try:

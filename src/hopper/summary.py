@@ -28,6 +28,7 @@ S3_KEYS_PER_LIST = 1000
 class Counts:
     listed: int = 0
     skipped: int = 0
+    unchanged: int = 0
     selected: int = 0
     batches: int = 0
     dispatched: int = 0
