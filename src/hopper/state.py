@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 ACTIVE_KEY = "active.json"
 INCREMENTAL_KEY = "incremental.jsonl"
 RUNS = "runs/"
-# S3 ledgers are written a part at a time: at most this often, or this many lines.
-FLUSH_SECONDS = 1.0
-FLUSH_LINES = 500
 
 # What makes two runs "the same job", so that a crashed one may be resumed by the next.
 _IDENTITY = ("source", "target", "mode", "include", "exclude", "min_size", "max_size",
@@ -70,7 +67,7 @@ def fingerprint(config: RunConfig) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _json(value: Any) -> bytes:
@@ -78,17 +75,27 @@ def _json(value: Any) -> bytes:
 
 
 class RunRecord:
-    """Writes one run's files as it goes."""
+    """Writes one run's ledger and checkpoint as it goes.
+
+    In a folder each ledger line is appended and each checkpoint replaced at once. On S3 a
+    writer thread puts what has accumulated since its last put (the new ledger lines as one
+    part, then the newest cursor), so the run never waits on S3 and a crash loses only what
+    the writer had not yet put: about one round trip's worth of batches.
+    """
 
     def __init__(self, store: Store, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
         self.base = f"{RUNS}{run_id}/"
-        self._lock = threading.Lock()
-        self._buffer: list[bytes] = []
-        self._last_flush = time.monotonic()
-        self._part = sum(1 for _ in store.keys(self.base + "ledger/"))
-        self._last_checkpoint = 0.0
+        self._local = isinstance(store, LocalStore)
+        self._part = 0 if self._local else sum(1 for _ in store.keys(self.base + "ledger/"))
+        self._cv = threading.Condition()
+        self._lines: list[bytes] = []
+        self._cursor: tuple[str | None] | None = None
+        self._busy = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._writer: threading.Thread | None = None
 
     def start(self, config: RunConfig, **extra: Any) -> None:
         previous = read_json(self.store, self.base + "summary.json") or {}
@@ -103,9 +110,14 @@ class RunRecord:
         self.store.put(
             ACTIVE_KEY, _json({"run_id": self.run_id, "fingerprint": fingerprint(config)})
         )
+        if not self._local:
+            self._writer = threading.Thread(
+                target=self._write_loop, name="hopper-ledger", daemon=True
+            )
+            self._writer.start()
 
     def record(self, outcome: Outcome) -> None:
-        line = _json(
+        self._line(
             {
                 "batch": outcome.batch.index,
                 "status": outcome.status,
@@ -116,54 +128,84 @@ class RunRecord:
                 "items": [item.to_event() for item in outcome.batch.items],
             }
         )
-        self._write(line)
 
     def note(self, **event: Any) -> None:
         """A line that is not a batch outcome: why the run stopped, when it resumed."""
-        self._write(_json({"event": event.pop("event"), "at": time.time(), **event}))
+        self._line({"event": event.pop("event"), "at": time.time(), **event})
 
-    def _write(self, line: bytes) -> None:
-        line += b"\n"
-        if isinstance(self.store, LocalStore):
-            with self._lock:
-                self.store.append_line(self.base + "ledger.jsonl", line)
+    def _line(self, value: dict[str, Any]) -> None:
+        line = _json(value) + b"\n"
+        if self._local:
+            assert isinstance(self.store, LocalStore)
+            self.store.append_line(self.base + "ledger.jsonl", line)
             return
-        with self._lock:
-            self._buffer.append(line)
-            due = (
-                len(self._buffer) >= FLUSH_LINES
-                or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        with self._cv:
+            self._lines.append(line)
+            self._cv.notify_all()
+
+    def checkpoint(self, cursor: str | None) -> None:
+        """Every batch up to `cursor` has settled; a resumed run starts after it."""
+        if self._local:
+            self.store.put(
+                self.base + "checkpoint.json", _json({"cursor": cursor, "at": time.time()})
             )
-        if due:
-            self.flush()
+            return
+        with self._cv:
+            self._cursor = (cursor,)
+            self._cv.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._lines or self._cursor or self._closing):
+                    self._cv.wait()
+                if not (self._lines or self._cursor):
+                    return
+                lines, self._lines = self._lines, []
+                cursor, self._cursor = self._cursor, None
+                self._busy = True
+            try:
+                # The ledger goes first: a checkpoint never claims more than the ledger shows.
+                if lines:
+                    self._part += 1
+                    self.store.put(f"{self.base}ledger/{self._part:06d}.jsonl", b"".join(lines))
+                if cursor is not None:
+                    self.store.put(
+                        self.base + "checkpoint.json",
+                        _json({"cursor": cursor[0], "at": time.time()}),
+                    )
+            except BaseException as exc:  # noqa: BLE001 - reported when the run finishes
+                log.warning("could not write the ledger of %s: %s", self.run_id, exc)
+                self._error = exc
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
 
     def flush(self) -> None:
-        with self._lock:
-            lines, self._buffer = self._buffer, []
-            self._last_flush = time.monotonic()
-            if not lines:
-                return
-            self._part += 1
-            key = f"{self.base}ledger/{self._part:06d}.jsonl"
-        self.store.put(key, b"".join(lines))
-
-    def checkpoint(self, cursor: str | None, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_checkpoint < FLUSH_SECONDS:
+        """Wait until everything recorded so far is written."""
+        if self._local:
             return
-        self._last_checkpoint = now
-        # The ledger goes first: the checkpoint never claims more than the ledger shows.
-        self.flush()
-        self.store.put(self.base + "checkpoint.json", _json({"cursor": cursor, "at": time.time()}))
+        with self._cv:
+            while self._lines or self._cursor or self._busy:
+                self._cv.wait()
 
     def finish(self, summary: dict[str, Any], *, keep_active: bool) -> None:
-        self.flush()
+        if self._writer is not None:
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            self._writer.join()
         previous = read_json(self.store, self.base + "summary.json") or {}
         document = {
             **previous,
             **summary,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # A resumed run keeps the start of its first segment.
+            "started_at": previous.get("started_at") or summary.get("started_at"),
+            "finished_at": _now(),
         }
+        if self._error is not None:
+            document["ledger_error"] = str(self._error)
         self.store.put(self.base + "summary.json", _json(document))
         if not keep_active:
             self.store.delete(ACTIVE_KEY)

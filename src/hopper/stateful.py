@@ -181,8 +181,10 @@ def _run(
     def on_outcome(outcome: Outcome) -> None:
         record.record(outcome)
         threshold.add(outcome)
+        before = cursor[0]
         in_order.settle(outcome)
-        record.checkpoint(cursor[0])
+        if cursor[0] != before:
+            record.checkpoint(cursor[0])
 
     def should_stop() -> str | None:
         if lease.lost:
@@ -202,7 +204,7 @@ def _run(
             keep=incremental.changed if incremental is not None else None,
             should_stop=should_stop,
         )
-        record.checkpoint(summary.cursor if summary.cursor is not None else cursor[0], force=True)
+        record.checkpoint(summary.cursor if summary.cursor is not None else cursor[0])
         if summary.stopped:
             record.note(event="stopped", reason=summary.stopped)
         if incremental is not None:

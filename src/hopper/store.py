@@ -74,14 +74,15 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         if if_absent:
+            # Write aside, then hard-link into place: the link fails if the name exists, and a
+            # reader never sees the file before its content.
+            temp = self._write_temp(path, data)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(temp, path)
             except FileExistsError:
                 raise Conflict(key) from None
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
+            finally:
+                temp.unlink(missing_ok=True)
             return tag
         if if_match is not None:
             # Move the current version aside atomically: of two racing writers only one can.
@@ -101,13 +102,16 @@ class LocalStore:
         self._write_atomic(path, data)
         return tag
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_temp(self, path: Path, data: bytes) -> Path:
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        Path(temp).replace(path)
+        return Path(temp)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        self._write_temp(path, data).replace(path)
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         path = self._path(key)

@@ -1,0 +1,259 @@
+"""Run state on both a local folder and S3 (moto over HTTP): lease, ledger, resume, retry."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hopper import RunConfig
+from hopper.lease import Lease, LeaseHeld
+from hopper.state import INCREMENTAL_KEY, list_runs, report
+from hopper.stateful import run_with_state
+from hopper.store import open_store
+
+WORKER = textwrap.dedent(
+    """
+    import hashlib, os, time
+
+    def handler(event, context):
+        out = event["out"]
+        fail = set(open(event["fail"]).read().split()) if os.path.exists(event["fail"]) else set()
+        time.sleep(float(event.get("sleep", 0)))
+        for item in event["items"]:
+            if item["key"] in fail:
+                raise ValueError("cannot process " + item["key"])
+        for item in event["items"]:
+            name = hashlib.sha256(item["key"].encode()).hexdigest() + "." + context.aws_request_id
+            with open(os.path.join(out, name), "w") as marker:
+                marker.write(item["key"])
+        return len(event["items"])
+    """
+)
+
+
+class World:
+    """A folder of data, a worker that leaves a marker per item and invocation, a state location."""
+
+    def __init__(self, tmp: Path, state: str, env: dict[str, str]) -> None:
+        self.data = tmp / "data"
+        self.out = tmp / "out"
+        self.fail = tmp / "fail.txt"
+        self.worker = tmp / "worker.py"
+        self.state = state
+        self.env = env
+        self.data.mkdir()
+        self.out.mkdir()
+        self.worker.write_text(WORKER)
+
+    def files(self, names: list[str]) -> None:
+        for name in names:
+            path = self.data / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(name)
+
+    def failing(self, *keys: str) -> None:
+        self.fail.write_text("\n".join(keys))
+
+    def payload(self, sleep: float = 0.0) -> dict[str, Any]:
+        return {"out": str(self.out), "fail": str(self.fail), "sleep": sleep}
+
+    def config(self, sleep: float = 0.0, **kw: Any) -> RunConfig:
+        values: dict[str, Any] = {
+            "source": str(self.data),
+            "target": f"{self.worker}:handler",
+            "state": self.state,
+            "payload": self.payload(sleep),
+            "concurrency": 2,
+        }
+        values.update(kw)
+        return RunConfig(**values)
+
+    def markers(self) -> Counter[str]:
+        return Counter(p.read_text() for p in self.out.iterdir())
+
+    def clear_markers(self) -> None:
+        for path in self.out.iterdir():
+            path.unlink()
+
+    def command(self, sleep: float = 0.0, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "hopper", "run", str(self.data), "--target", f"{self.worker}:handler",
+            "--state", self.state, "--payload", json.dumps(self.payload(sleep)), "--concurrency", "2", *extra,
+        ]  # fmt: skip
+
+
+@pytest.fixture(params=["local", "s3"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOPPER_LEASE_TTL"] = "3"
+    if request.param == "local":
+        yield World(tmp_path, str(tmp_path / "state"), env)
+        return
+    session = request.getfixturevalue("server_session")
+    session.client("s3").create_bucket(Bucket="state-bucket")
+    env.update(
+        AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+    )  # fmt: skip
+    yield World(tmp_path, "s3://state-bucket/jobs/nightly", env)
+
+
+def test_report_and_runs(world: World) -> None:
+    world.files([f"f{i:02}.txt" for i in range(12)])
+    world.failing("f03.txt", "f07.txt")
+    summary = run_with_state(world.config())
+    assert summary.status == "failed"
+    store = open_store(world.state)
+    [listed] = list_runs(store)
+    assert listed["run_id"] == summary.run_id and listed["status"] == "failed"
+    assert (listed["dispatched"], listed["failed"]) == (10, 2)
+    document = report(store, summary.run_id)
+    assert document["ledger"]["items"] == {"dispatched": 10, "failed": 2, "not_dispatched": 0}
+    assert sorted(f["keys"][0] for f in document["failures"]) == ["f03.txt", "f07.txt"]
+    assert {f["error"] for f in document["failures"]} == {
+        "cannot process f03.txt",
+        "cannot process f07.txt",
+    }
+    assert all(f["error_type"] == "ValueError" and f["attempts"] == 1 for f in document["failures"])
+    assert document["cursor"] == "f11.txt"
+    assert document["target"] == f"{world.worker}:handler"
+
+
+def test_retry_dispatches_only_what_failed(world: World) -> None:
+    names = [f"f{i:02}.txt" for i in range(12)]
+    world.files(names)
+    world.failing("f03.txt", "f07.txt", "f10.txt")
+    first = run_with_state(world.config())
+    assert first.counts.failed == 3
+    world.clear_markers()
+    world.failing()
+    second = run_with_state(world.config(), retry_of=first.run_id)
+    assert second.status == "succeeded"
+    assert world.markers() == Counter(["f03.txt", "f07.txt", "f10.txt"])
+    store = open_store(world.state)
+    assert report(store, second.run_id)["retry_of"] == first.run_id
+    assert [r["run_id"] for r in list_runs(store)] == [second.run_id, first.run_id]
+
+
+@pytest.mark.parametrize(("threshold", "failing"), [("3", 20), ("25%", 10)])
+def test_failure_threshold_stops_the_run(world: World, threshold: str, failing: int) -> None:
+    names = [f"f{i:02}.txt" for i in range(40)]
+    world.files(names)
+    world.failing(*random.Random(1).sample(names, failing) if failing < 40 else names)
+    if threshold == "3":
+        world.failing(*names)
+    summary = run_with_state(world.config(max_failures=threshold))
+    assert summary.status == "failed" and summary.exit_code == 1
+    assert summary.stopped is not None and summary.stopped.startswith("failure threshold crossed")
+    assert summary.counts.not_dispatched > 0
+    events = report(open_store(world.state), summary.run_id)["events"]
+    assert [e["reason"] for e in events if e["event"] == "stopped"] == [summary.stopped]
+
+
+def test_incremental_sends_only_new_and_changed(world: World) -> None:
+    world.files(["a.txt", "b.txt", "c.txt", "d/e.txt"])
+    config = world.config(incremental=True)
+    first = run_with_state(config)
+    assert first.counts.dispatched == 4 and world.markers() == Counter(
+        ["a.txt", "b.txt", "c.txt", "d/e.txt"]
+    )
+    world.clear_markers()
+    second = run_with_state(config)
+    assert second.status == "succeeded"
+    assert second.counts.dispatched == 0 and second.counts.unchanged == 4
+    assert world.markers() == Counter()
+    (world.data / "b.txt").write_text("changed, and longer than before")
+    (world.data / "c.txt").unlink()
+    world.files(["aa.txt", "z.txt"])
+    third = run_with_state(config)
+    assert world.markers() == Counter(["aa.txt", "b.txt", "z.txt"])
+    assert third.counts.unchanged == 2
+    lines = [json.loads(line) for line in open_store(world.state).lines(INCREMENTAL_KEY)]
+    assert [entry["k"] for entry in lines] == ["a.txt", "aa.txt", "b.txt", "d/e.txt", "z.txt"]
+    world.clear_markers()
+    # A failed item is sent again next time, even though it did not change.
+    (world.data / "a.txt").write_text("a changed")
+    world.failing("a.txt")
+    run_with_state(config)
+    world.failing()
+    fifth = run_with_state(config)
+    assert world.markers() == Counter(["a.txt"]) and fifth.counts.dispatched == 1
+
+
+def test_five_runs_at_once_exactly_one_proceeds(world: World) -> None:
+    world.files([f"f{i}.txt" for i in range(6)])
+    processes = [
+        subprocess.Popen(
+            world.command(0.5),
+            env=world.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in processes]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 3, 3, 3, 3], results
+    for code, err in results:
+        if code == 3:
+            assert len(err.strip().splitlines()) == 1 and " is held by run " in err, err
+    assert world.markers() == Counter(f"f{i}.txt" for i in range(6))
+
+
+def test_wait_runs_after_the_holder(world: World) -> None:
+    world.files(["x.txt"])
+    store = open_store(world.state)
+    holder = Lease(store, "someone-else", ttl=2)
+    holder.acquire()
+    with pytest.raises(LeaseHeld) as caught:
+        run_with_state(world.config())
+    assert "someone-else" in str(caught.value) and caught.value.exit_code == 3
+    holder.release()
+    assert run_with_state(world.config(), wait=True).status == "succeeded"
+
+
+def test_kill_9_at_random_points_then_resume_loses_nothing(world: World) -> None:
+    names = [f"k{i:03}.txt" for i in range(120)]
+    world.files(names)
+    rng = random.Random(7)
+    for attempt in range(3):
+        world.clear_markers()
+        victim = subprocess.Popen(
+            world.command(0.05), env=world.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(rng.uniform(1.0, 2.5))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        before = world.markers()
+        assert len(before) < len(names), "the kill came after the run had finished"
+        resumed = subprocess.run(
+            world.command(0.05, "--wait", "--json"),
+            env=world.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        summary = json.loads(resumed.stdout)
+        after = world.markers()
+        assert set(after) == set(names), f"attempt {attempt}: lost {set(names) - set(after)}"
+        # The resumed run took up the killed one and started after its checkpoint.
+        assert summary["run_id"] in {r["run_id"] for r in list_runs(open_store(world.state))}
+        duplicates = sum(after.values()) - len(names)
+        assert duplicates <= 2 * 2 + 2, (attempt, duplicates, sum(before.values()))
+        if before:
+            assert summary["listed"] < len(names), "the resumed run listed everything again"
