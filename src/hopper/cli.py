@@ -247,15 +247,20 @@ def _run_once(
             return engine.run(config, boto3_session=_session(config), on_progress=on_progress)
         from hopper.stateful import run_with_state
 
-        with _interruptible() as interrupted:
+        def go(stop_event: Any) -> RunSummary:
             return run_with_state(
                 config,
                 boto3_session=_session(config),
                 wait=wait,
                 on_progress=on_progress,
-                stop=stop or interrupted,
+                stop=stop_event,
                 retry_of=retry_of,
             )
+
+        if stop is not None:
+            return go(stop)
+        with _interruptible() as interrupted:
+            return go(interrupted)
     finally:
         if progress:
             progress.stop()
@@ -605,6 +610,10 @@ def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
 @click.option(
     "--max-hops", default=100, show_default=True, type=int, help="Continuations one run may make."
 )
+@click.option("--incremental", is_flag=True, help="Dispatch only new or changed objects each run.")
+@click.option(
+    "--max-failures", metavar="N|P%", help="Stop a run once more than N items (or P%) failed."
+)
 @_aws_options
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the stack outputs as one JSON document."
@@ -612,7 +621,8 @@ def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
 def deploy(
     source: str, target: str, schedule: str, schedule_disabled: bool, artifact_bucket: str | None,
     mode: str, batch_size: int, concurrency: int, invocation_type: str, memory: int, timeout: int,
-    max_hops: int, stack_name: str, region: str | None, profile: str | None, as_json: bool,
+    max_hops: int, incremental: bool, max_failures: str | None, stack_name: str,
+    region: str | None, profile: str | None, as_json: bool,
 ) -> int:  # fmt: skip
     """Package hopper, upload it, and create or update its stack; wait and print the outputs."""
     from hopper.deploy import DeployConfig
@@ -621,7 +631,7 @@ def deploy(
         source=source, target=target, schedule=schedule, schedule_enabled=not schedule_disabled,
         stack_name=stack_name, artifact_bucket=artifact_bucket, mode=mode, batch_size=batch_size,
         concurrency=concurrency, invocation_type=invocation_type, memory=memory, timeout=timeout,
-        max_hops=max_hops,
+        max_hops=max_hops, incremental=incremental, max_failures=max_failures,
     )  # fmt: skip
     outputs = _deployer(region, profile).deploy(config)
     _print_mapping(outputs, as_json)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hopper import aws
+from hopper.config import parse_threshold
 from hopper.errors import AWSError, HopperError, InvalidInput, error_code, error_message, translate
 from hopper.schedule import parse_schedule
 from hopper.sources import STATE_PREFIX, S3Source, parse_source
@@ -78,6 +79,8 @@ class DeployConfig:
     memory: int = 256
     timeout: int = 300
     max_hops: int = 100
+    incremental: bool = False
+    max_failures: str | None = None
 
     def __post_init__(self) -> None:
         validate_stack_name(self.stack_name)
@@ -94,6 +97,8 @@ class DeployConfig:
             )
         if self.artifact_bucket is not None:
             parse_source(f"s3://{self.artifact_bucket}")
+        if self.max_failures is not None:
+            parse_threshold(self.max_failures)
         for name, value, low, high in (
             ("--memory", self.memory, 128, 10240),
             ("--timeout", self.timeout, 30, 900),
@@ -128,6 +133,8 @@ class DeployConfig:
             "Concurrency": str(self.concurrency),
             "InvocationType": self.invocation_type,
             "MaxHops": str(self.max_hops),
+            "Incremental": "true" if self.incremental else "false",
+            "MaxFailures": self.max_failures or "",
             "MemorySize": str(self.memory),
             "Timeout": str(self.timeout),
             "ArtifactBucket": artifact_bucket,

@@ -52,6 +52,7 @@ def _selected(
     on_selected: Callable[[Item], None],
     keep: Callable[[Item], bool] | None = None,
     on_unchanged: Callable[[Item], None] | None = None,
+    hide: tuple[str, ...] = (),
 ) -> Iterator[Item]:
     """The listing, filtered and limited, counted as it streams past.
 
@@ -59,13 +60,14 @@ def _selected(
     reported to `on_unchanged` and does not count toward --limit.
     """
     select = Selector.from_config(config)
+    hidden = (STATE_PREFIX, *hide)
 
     def listed() -> Iterator[Item]:
         for page in source.pages(config.start_after):
             for skip in page.skipped:
                 on_skipped(skip)
             for item in page.items:
-                if item.key.startswith(STATE_PREFIX):
+                if item.key.startswith(hidden):
                     continue
                 on_listed(item)
                 yield item
@@ -121,8 +123,13 @@ def run(
     retry: RetryPolicy | None = None,
     keep: Callable[[Item], bool] | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    hide: tuple[str, ...] = (),
 ) -> RunSummary:
-    """Run once. Raises HopperError if the run cannot start; otherwise returns the summary."""
+    """Run once. Raises HopperError if the run cannot start; otherwise returns the summary.
+
+    `keep` drops unchanged items (incremental mode); `should_stop` can end dispatch early;
+    keys under a `hide` prefix (where the run keeps its state) are never listed.
+    """
     clock = time.monotonic
     began = clock()
     source = source or make_source(config, boto3_session=boto3_session)
@@ -175,6 +182,7 @@ def run(
             on_selected=selected,
             keep=keep,
             on_unchanged=unchanged,
+            hide=hide,
         )
         plan_ = make_batches(
             items,

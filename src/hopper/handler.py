@@ -41,6 +41,9 @@ ENVIRONMENT = {
     "exclude": "HOPPER_EXCLUDE",
     "payload": "HOPPER_PAYLOAD",
     "max_attempts": "HOPPER_MAX_ATTEMPTS",
+    "state": "HOPPER_STATE",
+    "incremental": "HOPPER_INCREMENTAL",
+    "max_failures": "HOPPER_MAX_FAILURES",
 }
 MAX_HOPS_ENV = "HOPPER_MAX_HOPS"
 DEFAULT_MAX_HOPS = 100
@@ -164,7 +167,18 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     config = RunConfig.from_mapping(run_options)
     session = aws.make_session()
     log.info("hop %d: %s -> %s after %r", hop, config.source, config.target, config.start_after)
-    summary = engine.run(config, boto3_session=session)
+    if config.state:
+        from hopper.lease import LeaseHeld
+        from hopper.stateful import run_with_state
+
+        try:
+            summary = run_with_state(config, boto3_session=session)
+        except LeaseHeld as exc:
+            # Another invocation runs this job now (a tick, or a continuation): single flight.
+            log.warning("skipped: %s", exc)
+            return {"status": "skipped", "reason": str(exc), "hop": hop, "continued": False}
+    else:
+        summary = engine.run(config, boto3_session=session)
     result = summary.to_dict()
     result["hop"] = hop
     result["continued"] = False

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from hopper import engine
@@ -14,7 +15,7 @@ from hopper.dispatch import DISPATCHED, FAILED, InOrder, Outcome
 from hopper.errors import InvalidInput
 from hopper.items import Page
 from hopper.lease import Lease
-from hopper.sources import Source
+from hopper.sources import LocalSource, S3Source, Source
 from hopper.state import (
     ACTIVE_KEY,
     RUNS,
@@ -24,7 +25,7 @@ from hopper.state import (
     read_json,
     unsettled_items,
 )
-from hopper.store import Store, open_store
+from hopper.store import LocalStore, S3Store, Store, open_store
 from hopper.summary import RunSummary
 from hopper.targets import Target
 
@@ -101,6 +102,21 @@ class RetrySource:
             yield from self.inner.pages(after)
 
 
+def _state_inside(source: Source, store: Store) -> tuple[str, ...]:
+    """The key prefix under which the state lives, when it lives inside the source."""
+    if isinstance(source, LocalSource) and isinstance(store, LocalStore):
+        root, state = Path(source.root), store.root
+        if state == root or root in state.parents:
+            return (state.relative_to(root).as_posix() + "/",)
+    if (
+        isinstance(source, S3Source)
+        and isinstance(store, S3Store)
+        and source.bucket == store.bucket
+    ):
+        return (store.prefix,) if store.prefix else ("",)
+    return ()
+
+
 def run_with_state(
     config: RunConfig,
     *,
@@ -151,7 +167,12 @@ def run_with_state(
             previous = read_json(store, f"{RUNS}{run_id}/summary.json") or {}
             extra["segments"] = int(previous.get("segments", 1)) + 1
         record.start(config, **{k: v for k, v in extra.items() if v is not None})
-        return _run(config, store, record, lease, source, target, on_progress, stop, boto3_session)
+        hide = _state_inside(source.inner if isinstance(source, RetrySource) else source, store)
+        if "" in hide or "./" in hide:
+            raise InvalidInput(f"--state {config.state} is the source itself; keep the state apart")
+        return _run(
+            config, store, record, lease, source, target, on_progress, stop, boto3_session, hide
+        )
     finally:
         lease.release()
 
@@ -166,6 +187,7 @@ def _run(
     on_progress: Callable[[RunSummary], None] | None,
     stop: threading.Event | None,
     boto3_session: Any,
+    hide: tuple[str, ...],
 ) -> RunSummary:
     threshold = Threshold(config.max_failures)
     incremental = Incremental(store, start_after=config.start_after) if config.incremental else None
@@ -203,6 +225,7 @@ def _run(
             on_progress=on_progress,
             keep=incremental.changed if incremental is not None else None,
             should_stop=should_stop,
+            hide=hide,
         )
         record.checkpoint(summary.cursor if summary.cursor is not None else cursor[0])
         if summary.stopped:

@@ -180,3 +180,32 @@ def test_the_hop_bound_fails_with_a_clear_error(
     # Hop 0 ran and handed on; hop 1 was refused before any work.
     assert len(received.to(arn)) == 1
     assert "resume it with start_after=" in str(caught.value)
+
+
+def test_with_state_the_handler_keeps_a_ledger_and_flies_single(
+    session: Any, bucket: str, function: str, received: Received, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hopper.lease import Lease
+    from hopper.state import list_runs, report
+    from hopper.store import open_store
+
+    put(session, bucket, [f"d{i}/x.csv" for i in range(4)])
+    state = f"s3://{bucket}/_hopper/state"
+    monkeypatch.setenv("HOPPER_STATE", state)
+    monkeypatch.setenv("HOPPER_INCREMENTAL", "true")
+    first = handler({"source": f"s3://{bucket}", "target": function}, Context(60))
+    assert first["status"] == "succeeded" and first["dispatched"] == 4
+    store = open_store(state)
+    [run] = list_runs(store)
+    assert report(store, run["run_id"])["ledger"]["items"]["dispatched"] == 4
+    # Nothing changed: the next tick sends nothing; hopper's own state is never listed.
+    second = handler({"source": f"s3://{bucket}", "target": function}, Context(60))
+    assert second["dispatched"] == 0 and second["unchanged"] == 4 and second["listed"] == 4
+    other = Lease(store, "another-invocation")
+    other.acquire()
+    try:
+        skipped = handler({"source": f"s3://{bucket}", "target": function}, Context(60))
+    finally:
+        other.release()
+    assert skipped["status"] == "skipped" and "another-invocation" in skipped["reason"]
+    assert len(received.to(function)) == 4

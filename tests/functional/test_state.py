@@ -257,3 +257,68 @@ def test_kill_9_at_random_points_then_resume_loses_nothing(world: World) -> None
         assert duplicates <= 2 * 2 + 2, (attempt, duplicates, sum(before.values()))
         if before:
             assert summary["listed"] < len(names), "the resumed run listed everything again"
+
+
+def test_state_inside_the_source_is_never_listed(tmp_path: Path) -> None:
+    world = World(tmp_path, str(tmp_path / "data" / "state-here"), dict(os.environ))
+    world.files(["a.txt", "b.txt"])
+    first = run_with_state(world.config())
+    second = run_with_state(world.config())
+    assert first.counts.listed == second.counts.listed == 2
+    assert (world.data / "state-here" / "runs").is_dir()
+
+
+def test_an_interrupted_run_checkpoints_and_the_next_resumes(world: World) -> None:
+    import threading
+
+    names = [f"f{i:03}.txt" for i in range(40)]
+    world.files(names)
+    stop = threading.Event()
+
+    def ctrl_c_after_five(summary: Any) -> None:
+        if summary.counts.dispatched >= 5:
+            stop.set()
+
+    first = run_with_state(world.config(sleep=0.05), stop=stop, on_progress=ctrl_c_after_five)
+    assert first.status == "incomplete" and first.stopped == "interrupted"
+    assert first.cursor is not None and first.counts.not_dispatched > 0
+    second = run_with_state(world.config(sleep=0.05))
+    assert second.run_id == first.run_id
+    assert second.counts.listed == len([n for n in names if n > first.cursor])
+    assert set(world.markers()) == set(names)
+    assert report(open_store(world.state), first.run_id)["status"] == "succeeded"
+
+
+def test_local_schedule_runs_on_ticks_skips_held_ones_and_stops_on_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+    from datetime import timedelta
+
+    from click.testing import CliRunner
+
+    from hopper.cli import cli
+
+    world = World(tmp_path, str(tmp_path / "state"), dict(os.environ))
+    world.files(["a.txt", "b.txt"])
+    # A fast clock for the schedule: a tick every 0.6 s instead of every minute.
+    monkeypatch.setattr(
+        "hopper.schedule.next_fire_times",
+        lambda schedule, after, count: [after + timedelta(seconds=0.6)],
+    )
+    other = Lease(open_store(world.state), "someone-else", ttl=30)
+    other.acquire()
+    threading.Timer(1.0, other.release).start()
+    threading.Timer(3.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    caplog.set_level("WARNING")
+    args = world.command(0.0, "--schedule", "rate(1 minute)", "--json")[3:]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert any(
+        "skipped the tick" in r.getMessage() and "someone-else" in r.getMessage()
+        for r in caplog.records
+    )
+    finished = [r for r in list_runs(open_store(world.state)) if r["status"] == "succeeded"]
+    assert len(finished) >= 2
+    assert "stopping after the batches in flight" in result.stderr
+    assert not (Path(world.state) / "lease.json").exists()

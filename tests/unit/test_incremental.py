@@ -1,0 +1,56 @@
+"""The incremental state merge, on a folder store: what is kept, dropped and carried."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hopper.items import Item
+from hopper.state import INCREMENTAL_KEY, Incremental
+from hopper.store import LocalStore
+
+
+def state(store: LocalStore) -> list[tuple[str, str | None]]:
+    return [(e["k"], e["e"]) for e in map(json.loads, store.lines(INCREMENTAL_KEY))]
+
+
+def seed(store: LocalStore, entries: list[tuple[str, str]]) -> None:
+    store.put(
+        INCREMENTAL_KEY, "".join(json.dumps({"k": k, "e": e}) + "\n" for k, e in entries).encode()
+    )
+
+
+def test_a_full_listing_keeps_unchanged_and_dispatched_and_drops_the_rest(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    seed(store, [("a", "1"), ("b", "1"), ("c", "1"), ("gone", "1")])
+    incremental = Incremental(store, start_after=None)
+    decisions = {
+        key: incremental.changed(Item(key, etag=etag))
+        for key, etag in [("a", "1"), ("b", "2"), ("c", "1"), ("new", "1")]
+    }
+    assert decisions == {"a": False, "b": True, "c": False, "new": True}
+    incremental.dispatched((Item("b", etag="2"),))  # "new" failed: not recorded
+    incremental.commit(end=None)
+    assert state(store) == [("a", "1"), ("b", "2"), ("c", "1")]
+
+
+def test_a_partial_run_carries_what_it_did_not_reach(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    seed(store, [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("e", "1")])
+    # Resumed after "a", stopped with everything up to "c" settled.
+    incremental = Incremental(store, start_after="a")
+    assert incremental.changed(Item("b", etag="2"))
+    assert not incremental.changed(Item("c", etag="1"))
+    assert incremental.changed(Item("d", etag="9"))  # listed but not settled: beyond the end
+    incremental.dispatched((Item("b", etag="2"),))
+    incremental.commit(end="c")
+    assert state(store) == [("a", "1"), ("b", "2"), ("c", "1"), ("d", "1"), ("e", "1")]
+
+
+def test_no_previous_state(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    incremental = Incremental(store, start_after=None)
+    assert incremental.changed(Item("x", etag="1"))
+    incremental.dispatched((Item("x", etag="1"),))
+    assert incremental.commit(end=None) == 1
+    assert state(store) == [("x", "1")]
