@@ -73,12 +73,15 @@ def main() -> None:
         print(f"state of {args.keys} keys written in {time.perf_counter() - started:.1f}s")
         base = measure(args.keys, False, plain_state)
         inc = measure(args.keys, True, inc_state)
-    print(f"plain run        max RSS {base[1] / 1024:7.1f} MiB  {base[2]:6.1f}s  dispatched {base[3]}")
+    print(
+        f"plain run        max RSS {base[1] / 1024:7.1f} MiB  {base[2]:6.1f}s  dispatched {base[3]}"
+    )
     print(
         f"incremental run  max RSS {inc[1] / 1024:7.1f} MiB  {inc[2]:6.1f}s  "
         f"dispatched {inc[3]}, unchanged {inc[4]}"
     )
     print(f"ratio incremental/plain max RSS: {inc[1] / base[1]:.2f}")
+
 
 if __name__ == "__main__":
     main()

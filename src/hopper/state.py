@@ -88,7 +88,7 @@ class RunRecord:
         self.run_id = run_id
         self.base = f"{RUNS}{run_id}/"
         self._local = isinstance(store, LocalStore)
-        self._part = 0 if self._local else sum(1 for _ in store.keys(self.base + "ledger/"))
+        self._part = 0
         self._cv = threading.Condition()
         self._lines: list[bytes] = []
         self._cursor: tuple[str | None] | None = None
@@ -111,6 +111,8 @@ class RunRecord:
             ACTIVE_KEY, _json({"run_id": self.run_id, "fingerprint": fingerprint(config)})
         )
         if not self._local:
+            # A resumed run adds parts after those its earlier segments wrote.
+            self._part = sum(1 for _ in self.store.keys(self.base + "ledger/"))
             self._writer = threading.Thread(
                 target=self._write_loop, name="hopper-ledger", daemon=True
             )
@@ -346,14 +348,17 @@ class Incremental:
     def __init__(self, store: Store, *, start_after: str | None) -> None:
         self.store = store
         self.start_after = start_after
-        self._old = _entries(store.lines(INCREMENTAL_KEY))
-        self._head: _Entry | None = next(self._old, None)
+        self._old: Iterator[_Entry] | None = None
+        self._head: _Entry | None = None
         self._unchanged: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self._dispatched: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self.skipped = 0
 
     def changed(self, item: Item) -> bool:
         """True when the item must be dispatched; an unchanged one is noted and skipped."""
+        if self._old is None:
+            self._old = _entries(self.store.lines(INCREMENTAL_KEY))
+            self._head = next(self._old, None)
         while self._head is not None and self._head.key < item.key:
             self._head = next(self._old, None)
         if self._head is not None and self._head.key == item.key and self._head.etag == item.etag:
