@@ -196,7 +196,7 @@ def test_five_runs_at_once_exactly_one_proceeds(world: World) -> None:
     world.files([f"f{i}.txt" for i in range(6)])
     processes = [
         subprocess.Popen(
-            world.command(0.5),
+            world.command(1.5),  # the winner holds the lease well past the others' start-up
             env=world.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
