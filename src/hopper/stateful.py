@@ -12,7 +12,7 @@ from typing import Any
 from hopper import engine
 from hopper.config import RunConfig, parse_threshold
 from hopper.dispatch import DISPATCHED, FAILED, InOrder, Outcome
-from hopper.errors import InvalidInput
+from hopper.errors import HopperError, InvalidInput
 from hopper.items import Page
 from hopper.lease import Lease
 from hopper.sources import LocalSource, S3Source, Source
@@ -216,17 +216,23 @@ def _run(
         return threshold.crossed()
 
     try:
-        summary = engine.run(
-            config,
-            boto3_session=boto3_session,
-            source=source,
-            target=target,
-            on_outcome=on_outcome,
-            on_progress=on_progress,
-            keep=incremental.changed if incremental is not None else None,
-            should_stop=should_stop,
-            hide=hide,
-        )
+        try:
+            summary = engine.run(
+                config,
+                boto3_session=boto3_session,
+                source=source,
+                target=target,
+                on_outcome=on_outcome,
+                on_progress=on_progress,
+                keep=incremental.changed if incremental is not None else None,
+                should_stop=should_stop,
+                hide=hide,
+            )
+        except HopperError as exc:
+            # The run could not start (a worker that does not load, a missing function):
+            # record why, and leave nothing for the next run to resume.
+            record.finish({"status": "failed", "error": str(exc)}, keep_active=False)
+            raise
         record.checkpoint(summary.cursor if summary.cursor is not None else cursor[0])
         if summary.stopped:
             record.note(event="stopped", reason=summary.stopped)

@@ -322,3 +322,19 @@ def test_local_schedule_runs_on_ticks_skips_held_ones_and_stops_on_ctrl_c(
     assert len(finished) >= 2
     assert "stopping after the batches in flight" in result.stderr
     assert not (Path(world.state) / "lease.json").exists()
+
+
+def test_a_run_that_cannot_start_is_recorded_as_failed(tmp_path: Path) -> None:
+    from hopper.errors import WorkerLoadError
+    from hopper.state import ACTIVE_KEY
+
+    world = World(tmp_path, str(tmp_path / "state"), dict(os.environ))
+    world.files(["a.txt"])
+    world.worker.write_text("def handler(event, context)\n    pass\n")
+    with pytest.raises(WorkerLoadError):
+        run_with_state(world.config())
+    store = open_store(world.state)
+    [failed] = list_runs(store)
+    assert failed["status"] == "failed" and "SyntaxError" in failed["error"]
+    assert store.get(ACTIVE_KEY) is None
+    assert store.get("lease.json") is None
