@@ -306,6 +306,8 @@ class LocalTarget:
                 )
             message = process.conn.recv()
         except (EOFError, OSError, BrokenPipeError):
+            # The pipe closes as the process dies; wait for it to be reaped to know its code.
+            process.process.join(timeout=5)
             code = process.process.exitcode
             self._discard(process)
             return InvokeResult(
