@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 DISPATCHED = "dispatched"
 FAILED = "failed"
 NOT_DISPATCHED = "not_dispatched"
+# The stop reason of a run asked to stop (Ctrl-C): it ends incomplete, to be resumed.
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)

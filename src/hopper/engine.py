@@ -11,7 +11,7 @@ from typing import Any
 
 from hopper.batching import EventSizer, Oversize, make_batches
 from hopper.config import RunConfig
-from hopper.dispatch import Dispatcher, InOrder, Outcome, RetryPolicy
+from hopper.dispatch import INTERRUPTED, Dispatcher, InOrder, Outcome, RetryPolicy
 from hopper.errors import InvalidInput
 from hopper.event import encode_event
 from hopper.items import Batch, Item
@@ -220,7 +220,7 @@ def run(
     elif (
         summary.error is None
         and counts.failed == 0
-        and (ended.deadline_reached or ended.stopped == "interrupted")
+        and (ended.deadline_reached or ended.stopped == INTERRUPTED)
     ):
         summary.status = "incomplete"
     else:

@@ -11,7 +11,7 @@ from typing import Any
 
 from hopper import engine
 from hopper.config import RunConfig, parse_threshold
-from hopper.dispatch import DISPATCHED, FAILED, InOrder, Outcome
+from hopper.dispatch import DISPATCHED, FAILED, INTERRUPTED, InOrder, Outcome
 from hopper.errors import HopperError, InvalidInput
 from hopper.items import Page
 from hopper.lease import Lease
@@ -31,7 +31,6 @@ from hopper.targets import Target
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = "interrupted"
 # A percentage threshold is judged once this many items have settled, not on the first one.
 PERCENT_SAMPLE = 20
 
