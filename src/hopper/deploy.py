@@ -21,7 +21,15 @@ from typing import Any
 
 from hopper import aws
 from hopper.config import parse_threshold
-from hopper.errors import AWSError, HopperError, InvalidInput, error_code, error_message, translate
+from hopper.errors import (
+    AWSError,
+    HopperError,
+    InvalidInput,
+    error_code,
+    error_message,
+    is_fatal_code,
+    translate,
+)
 from hopper.schedule import parse_schedule
 from hopper.sources import STATE_PREFIX, S3Source, parse_source
 from hopper.targets import LambdaTarget, parse_target
@@ -227,20 +235,42 @@ class Deployer:
         return self.outputs(config.stack_name)
 
     def _function_arn(self, function: str) -> str:
-        """The worker's ARN; also proves it exists before a stack is made around it."""
+        """The worker's ARN, for a policy that names exactly it.
+
+        A worker that does not exist yet (or cannot be read) is not an error: hopper may be
+        deployed before its worker. The ARN is then built from the account and region, and a
+        warning says so.
+        """
+        if function.startswith("arn:"):
+            return function
+        name, _, qualifier = function.partition(":")
         try:
             config = self._client("lambda").get_function_configuration(FunctionName=function)
+            arn = str(config["FunctionArn"])
         except aws.boto_errors() as exc:
-            raise translate(
-                exc, operation="GetFunctionConfiguration", resource=f"function {function}"
-            ) from None
-        arn = str(config["FunctionArn"])
-        qualifier = (
-            function.rpartition(":")[2]
-            if not function.startswith("arn:") and ":" in function
-            else None
-        )
-        return f"{arn}:{qualifier}" if qualifier and not arn.endswith(f":{qualifier}") else arn
+            if not (is_fatal_code(error_code(exc))):
+                raise translate(
+                    exc, operation="GetFunctionConfiguration", resource=f"function {function}"
+                ) from None
+            arn = self._arn_from_account(name)
+            self.progress(
+                f"warning: worker {function} not found ({error_code(exc)}); "
+                f"the policy names {arn}{':' + qualifier if qualifier else ''}"
+            )
+        if qualifier and not arn.endswith(f":{qualifier}"):
+            arn = f"{arn}:{qualifier}"
+        return arn
+
+    def _arn_from_account(self, name: str) -> str:
+        sts = self._client("sts")
+        try:
+            identity = sts.get_caller_identity()
+        except aws.boto_errors() as exc:
+            raise translate(exc, operation="GetCallerIdentity", resource="the caller") from None
+        caller = str(identity["Arn"])  # arn:PARTITION:iam::ACCOUNT:...
+        partition = caller.split(":")[1] if caller.startswith("arn:") else "aws"
+        region = self._client("lambda").meta.region_name
+        return f"arn:{partition}:lambda:{region}:{identity['Account']}:function:{name}"
 
     def _upload(self, bucket: str, key: str, data: bytes) -> None:
         s3 = self._client("s3")

@@ -271,6 +271,8 @@ def report(store: Store, run_id: str) -> dict[str, Any]:
         "retry_of": summary.get("retry_of"),
         "source": summary.get("config", {}).get("source"),
         "target": summary.get("config", {}).get("target"),
+        # Item counts from the ledger, at the top for scripts; per batch under "ledger".
+        **counts,
         "ledger": {"items": counts, "batches": batches},
         "summary": {
             k: summary.get(k)

@@ -230,7 +230,7 @@ def test_cli_deploy_status_destroy(server_session: Any, world: dict[str, str]) -
     assert missing.exit_code == 1 and "NOT_DEPLOYED" in missing.stdout
 
 
-def test_deploy_refuses_a_worker_that_does_not_exist(
+def test_deploy_before_the_worker_exists_names_its_arn_and_warns(
     server_session: Any, world: dict[str, str]
 ) -> None:
     result = CliRunner().invoke(
@@ -240,14 +240,21 @@ def test_deploy_refuses_a_worker_that_does_not_exist(
             "--source",
             "s3://source-bucket",
             "--target",
-            "no-such-worker",
+            "later-worker",
             "--stack-name",
             STACK,
+            "--json",
         ],
     )
-    assert result.exit_code == 1
-    assert (
-        "GetFunctionConfiguration on function no-such-worker failed: ResourceNotFoundException"
-        in result.stderr
-    )
-    assert server_session.client("cloudformation").list_stacks()["StackSummaries"] == []
+    assert result.exit_code == 0, result.output
+    assert "warning: worker later-worker not found (ResourceNotFoundException)" in result.stderr
+    expected = "arn:aws:lambda:us-east-1:123456789012:function:later-worker"
+    function = server_session.client("lambda").get_function_configuration(FunctionName=STACK)
+    assert function["Environment"]["Variables"]["HOPPER_TARGET"] == expected
+
+
+def test_an_arn_target_is_used_as_given(server_session: Any, world: dict[str, str]) -> None:
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:worker:live"
+    deployer(server_session).deploy(config(target=arn))
+    function = server_session.client("lambda").get_function_configuration(FunctionName=STACK)
+    assert function["Environment"]["Variables"]["HOPPER_TARGET"] == arn

@@ -121,6 +121,7 @@ def test_report_and_runs(world: World) -> None:
     assert (listed["dispatched"], listed["failed"]) == (10, 2)
     document = report(store, summary.run_id)
     assert document["ledger"]["items"] == {"dispatched": 10, "failed": 2, "not_dispatched": 0}
+    assert (document["dispatched"], document["failed"], document["not_dispatched"]) == (10, 2, 0)
     assert sorted(f["keys"][0] for f in document["failures"]) == ["f03.txt", "f07.txt"]
     assert {f["error"] for f in document["failures"]} == {
         "cannot process f03.txt",
