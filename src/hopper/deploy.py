@@ -28,6 +28,7 @@ from hopper.errors import (
     error_code,
     error_message,
     is_fatal_code,
+    is_missing_object,
     translate,
 )
 from hopper.schedule import parse_schedule
@@ -278,7 +279,7 @@ class Deployer:
             s3.head_object(Bucket=bucket, Key=key)
             return  # Same hash, same bytes: already there.
         except aws.boto_errors() as exc:
-            if error_code(exc) not in {"404", "NoSuchKey", "NotFound"}:
+            if not is_missing_object(exc):
                 raise translate(
                     exc, operation="HeadObject", resource=f"s3://{bucket}/{key}"
                 ) from None

@@ -122,6 +122,15 @@ def error_message(exc: BaseException) -> str:
     return str(exc)
 
 
+# What S3 answers for an object that is not there (HEAD has no body, so only a status).
+_NO_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def is_missing_object(exc: BaseException) -> bool:
+    """True when an S3 object call failed only because the object does not exist."""
+    return error_code(exc) in _NO_OBJECT_CODES
+
+
 def is_fatal_code(code: str) -> bool:
     """True when retrying, or trying the next item, cannot succeed either."""
     return code in _NOT_FOUND_CODES or code in _ACCESS_CODES

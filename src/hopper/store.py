@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hopper import aws
-from hopper.errors import InvalidInput, error_code, translate
+from hopper.errors import InvalidInput, error_code, is_missing_object, translate
 
 
 class Conflict(Exception):
@@ -179,7 +179,7 @@ class S3Store:
         try:
             response = self._s3().get_object(Bucket=self.bucket, Key=self.prefix + key)
         except aws.boto_errors() as exc:
-            if error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+            if is_missing_object(exc):
                 return None
             raise self._fail(exc, "GetObject", key) from None
         return response["Body"].read(), str(response["ETag"])
@@ -204,7 +204,7 @@ class S3Store:
                 "409",
             }:
                 raise Conflict(key) from None
-            if if_match is not None and error_code(exc) in {"NoSuchKey", "404"}:
+            if if_match is not None and is_missing_object(exc):
                 raise Conflict(key) from None
             raise self._fail(exc, "PutObject", key) from None
         return str(response["ETag"])
@@ -216,7 +216,7 @@ class S3Store:
         except aws.boto_errors() as exc:
             if error_code(exc) in {"PreconditionFailed", "412"}:
                 raise Conflict(key) from None
-            if error_code(exc) in {"NoSuchKey", "404"}:
+            if is_missing_object(exc):
                 return
             raise self._fail(exc, "DeleteObject", key) from None
 
@@ -233,7 +233,7 @@ class S3Store:
         try:
             response = self._s3().get_object(Bucket=self.bucket, Key=self.prefix + key)
         except aws.boto_errors() as exc:
-            if error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+            if is_missing_object(exc):
                 return
             raise self._fail(exc, "GetObject", key) from None
         yield from response["Body"].iter_lines(keepends=True)
