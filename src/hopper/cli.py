@@ -27,6 +27,13 @@ def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def _stack(func: F, options: list[Callable[[Any], Any]]) -> F:
+    """Apply options so that --help lists them in the order given."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _selection_options(func: F) -> F:
     """Options shared by `run` and `plan`: what to list, keep, batch and where to send it."""
     options = [
@@ -90,9 +97,7 @@ def _selection_options(func: F) -> F:
         click.option("--profile", help="AWS named profile."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stack(func, options)
 
 
 _CONFIG_KEYS = (
@@ -372,7 +377,8 @@ def _store(state: str, region: str | None, profile: str | None) -> Any:
 
 
 def _state_options(func: F) -> F:
-    for option in reversed(
+    return _stack(
+        func,
         [
             click.option(
                 "--state", required=True, metavar="s3://B/P|DIR", help="The state location."
@@ -382,10 +388,8 @@ def _state_options(func: F) -> F:
             click.option(
                 "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
             ),
-        ]
-    ):
-        func = option(func)
-    return func
+        ],
+    )
 
 
 @cli.command()
@@ -512,7 +516,8 @@ def schedule(expression: str, count: int, as_json: bool) -> int:
 
 
 def _aws_options(func: F) -> F:
-    for option in reversed(
+    return _stack(
+        func,
         [
             click.option(
                 "--stack-name",
@@ -522,10 +527,8 @@ def _aws_options(func: F) -> F:
             ),
             click.option("--region", help="AWS region."),
             click.option("--profile", help="AWS named profile."),
-        ]
-    ):
-        func = option(func)
-    return func
+        ],
+    )
 
 
 def _deployer(region: str | None, profile: str | None) -> Any:

@@ -152,6 +152,14 @@ class DeployConfig:
         return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
 
 
+def _outputs(stack: dict[str, Any]) -> dict[str, str]:
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def _parameters(stack: dict[str, Any]) -> dict[str, Any]:
+    return {p["ParameterKey"]: p.get("ParameterValue") for p in stack.get("Parameters", [])}
+
+
 def validate_stack_name(name: str) -> None:
     if not _STACK_RE.match(name):
         raise InvalidInput(
@@ -348,7 +356,7 @@ class Deployer:
                 resource=f"stack {name}",
                 hint="deploy it first with `hopper deploy`",
             )
-        return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        return _outputs(stack)
 
     # ----------------------------------------------------------------------------- status
 
@@ -356,10 +364,8 @@ class Deployer:
         stack = self._describe(name)
         if stack is None:
             return {"stack": name, "status": "NOT_DEPLOYED"}
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-        parameters = {
-            p["ParameterKey"]: p.get("ParameterValue") for p in stack.get("Parameters", [])
-        }
+        outputs = _outputs(stack)
+        parameters = _parameters(stack)
         report: dict[str, Any] = {
             "stack": name,
             "status": stack["StackStatus"],
@@ -451,9 +457,7 @@ class Deployer:
         stack = self._describe(name)
         buckets = {artifact_bucket} if artifact_bucket else set()
         if stack is not None:
-            parameters = {
-                p["ParameterKey"]: p.get("ParameterValue") for p in stack.get("Parameters", [])
-            }
+            parameters = _parameters(stack)
             if parameters.get("ArtifactBucket"):
                 buckets.add(str(parameters["ArtifactBucket"]))
             self.progress(f"deleting stack {name}")
