@@ -101,12 +101,17 @@ class _Cursor:
     after the cursor misses nothing.
     """
 
-    def __init__(self, start_after: str | None) -> None:
+    def __init__(
+        self, start_after: str | None, on_advance: Callable[[Outcome], None] | None = None
+    ) -> None:
         self.key = start_after
+        self._on_advance = on_advance
         self._order = InOrder(self._advance)
 
     def _advance(self, outcome: Outcome) -> None:
         self.key = outcome.batch.last_key
+        if self._on_advance is not None:
+            self._on_advance(outcome)
 
     def settle(self, outcome: Outcome) -> None:
         self._order.settle(outcome)
@@ -124,11 +129,13 @@ def run(
     keep: Callable[[Item], bool] | None = None,
     should_stop: Callable[[], str | None] | None = None,
     hide: tuple[str, ...] = (),
+    on_advance: Callable[[Outcome], None] | None = None,
 ) -> RunSummary:
     """Run once. Raises HopperError if the run cannot start; otherwise returns the summary.
 
     `keep` drops unchanged items (incremental mode); `should_stop` can end dispatch early;
-    keys under a `hide` prefix (where the run keeps its state) are never listed.
+    keys under a `hide` prefix (where the run keeps its state) are never listed;
+    `on_advance` gets each settled batch in key order, as the cursor moves past it.
     """
     clock = time.monotonic
     began = clock()
@@ -143,7 +150,7 @@ def run(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     counts = summary.counts
-    cursor = _Cursor(config.start_after)
+    cursor = _Cursor(config.start_after, on_advance)
 
     def progress() -> None:
         if on_progress is not None:
@@ -159,9 +166,11 @@ def run(
 
     def settled(outcome: Outcome) -> None:
         summary.record(outcome)
-        cursor.settle(outcome)
+        # The outcome is reported before the cursor may pass it: a ledger written from
+        # on_outcome never lags a checkpoint written from on_advance.
         if on_outcome is not None:
             on_outcome(outcome)
+        cursor.settle(outcome)
         progress()
 
     def unchanged(_: Item) -> None:

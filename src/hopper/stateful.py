@@ -11,7 +11,7 @@ from typing import Any
 
 from hopper import engine
 from hopper.config import RunConfig, parse_threshold
-from hopper.dispatch import DISPATCHED, FAILED, INTERRUPTED, InOrder, Outcome
+from hopper.dispatch import DISPATCHED, FAILED, INTERRUPTED, Outcome
 from hopper.errors import HopperError, InvalidInput
 from hopper.items import Page
 from hopper.lease import Lease
@@ -190,22 +190,17 @@ def _run(
 ) -> RunSummary:
     threshold = Threshold(config.max_failures)
     incremental = Incremental(store, start_after=config.start_after) if config.incremental else None
-    cursor = [config.start_after]
-
-    def release(outcome: Outcome) -> None:
-        cursor[0] = outcome.batch.last_key
-        if incremental is not None and outcome.status == DISPATCHED:
-            incremental.dispatched(outcome.batch.items)
-
-    in_order = InOrder(release)
 
     def on_outcome(outcome: Outcome) -> None:
         record.record(outcome)
         threshold.add(outcome)
-        before = cursor[0]
-        in_order.settle(outcome)
-        if cursor[0] != before:
-            record.checkpoint(cursor[0])
+
+    def on_advance(outcome: Outcome) -> None:
+        # The engine's cursor has moved past this batch: checkpoint it, and remember what
+        # was dispatched, in key order, for the incremental state.
+        record.checkpoint(outcome.batch.last_key)
+        if incremental is not None and outcome.status == DISPATCHED:
+            incremental.dispatched(outcome.batch.items)
 
     def should_stop() -> str | None:
         if lease.lost:
@@ -226,13 +221,13 @@ def _run(
                 keep=incremental.changed if incremental is not None else None,
                 should_stop=should_stop,
                 hide=hide,
+                on_advance=on_advance,
             )
         except HopperError as exc:
             # The run could not start (a worker that does not load, a missing function):
             # record why, and leave nothing for the next run to resume.
             record.finish({"status": "failed", "error": str(exc)}, keep_active=False)
             raise
-        record.checkpoint(summary.cursor if summary.cursor is not None else cursor[0])
         if summary.stopped:
             record.note(event="stopped", reason=summary.stopped)
         if incremental is not None:
