@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 import click
 
 from hopper import engine
-from hopper.config import INVOCATION_TYPES, MODES, RunConfig
+from hopper.config import (
+    DEFAULT_LIST_PARALLELISM,
+    INVOCATION_TYPES,
+    MODES,
+    TRANSPORTS,
+    RunConfig,
+)
 from hopper.errors import EXIT_BAD_INPUT, HopperError
 from hopper.summary import PlanSummary, RunSummary
 
@@ -93,6 +99,20 @@ def _selection_options(func: F) -> F:
         click.option(
             "--payload", metavar="JSON", help="A JSON object merged into every worker event."
         ),
+        click.option(
+            "--transport",
+            type=click.Choice(TRANSPORTS),
+            default="auto",
+            show_default=True,
+            help="How S3 and Lambda are called: hopper's lean signed HTTP (fast), or boto3. "
+            "auto is fast unless an HTTP(S)_PROXY is set.",
+        ),
+        click.option(
+            "--list-parallelism",
+            metavar="N",
+            help="S3 pages listed at once once a listing runs past its first page; "
+            f"1 lists one page after another [default: {DEFAULT_LIST_PARALLELISM}].",
+        ),
         click.option("--region", help="AWS region."),
         click.option("--profile", help="AWS named profile."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
@@ -104,7 +124,7 @@ _CONFIG_KEYS = (
     "target", "mode", "start_after", "include", "exclude", "min_size", "max_size",
     "modified_after", "modified_before", "limit", "batch_size", "invocation_type", "payload",
     "region", "profile", "concurrency", "deadline", "timeout", "memory", "max_attempts",
-    "state", "incremental", "max_failures",
+    "state", "incremental", "max_failures", "transport", "list_parallelism",
 )  # fmt: skip
 
 

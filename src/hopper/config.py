@@ -25,6 +25,8 @@ DEFAULT_LAMBDA_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MEMORY = 128
 DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_LIST_PARALLELISM = 16
+TRANSPORTS = ("auto", "fast", "boto3")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class RunConfig:
     incremental: bool = False
     # "N" items, or "P%" of the items settled so far.
     max_failures: str | None = None
+    # How S3 and Lambda are called: "fast" (hopper's lean signed HTTP), "boto3", or "auto".
+    transport: str = "auto"
+    # S3 pages listed at once for a large listing; 1 lists one page after another.
+    list_parallelism: int = DEFAULT_LIST_PARALLELISM
 
     def __post_init__(self) -> None:
         if not self.source or not self.source.strip():
@@ -73,7 +79,14 @@ class RunConfig:
                 f"unknown invocation type {self.invocation_type!r}: "
                 f"use one of {', '.join(INVOCATION_TYPES)}"
             )
-        for name in ("min_size", "max_size", "limit", "batch_size", "concurrency", "memory"):
+        if self.transport not in TRANSPORTS:
+            raise InvalidInput(
+                f"unknown transport {self.transport!r}: use one of {', '.join(TRANSPORTS)}"
+            )
+        for name in (
+            "min_size", "max_size", "limit", "batch_size", "concurrency", "memory",
+            "list_parallelism",
+        ):  # fmt: skip
             _positive(name, getattr(self, name))
         for name in ("deadline", "timeout"):
             _positive(name, getattr(self, name))
@@ -202,7 +215,7 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-_INT_FIELDS = {"limit", "batch_size", "concurrency", "memory", "max_attempts"}
+_INT_FIELDS = {"limit", "batch_size", "concurrency", "memory", "max_attempts", "list_parallelism"}
 _SIZE_FIELDS = {"min_size", "max_size"}
 _FLOAT_FIELDS = {"deadline", "timeout"}
 _DATE_FIELDS = {"modified_after", "modified_before"}

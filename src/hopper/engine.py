@@ -27,7 +27,13 @@ def new_run_id() -> str:
 
 
 def make_source(config: RunConfig, *, boto3_session: Any = None) -> Source:
-    return parse_source(config.source, mode=config.mode, boto3_session=boto3_session)
+    return parse_source(
+        config.source,
+        mode=config.mode,
+        boto3_session=boto3_session,
+        transport_name=config.transport,
+        parallelism=config.list_parallelism,
+    )
 
 
 def make_target(config: RunConfig, *, boto3_session: Any = None) -> Target:
@@ -40,6 +46,7 @@ def make_target(config: RunConfig, *, boto3_session: Any = None) -> Target:
         timeout=config.timeout,
         memory=config.memory,
         boto3_session=boto3_session,
+        transport_name=config.transport,
     )
 
 

@@ -131,6 +131,33 @@ def is_missing_object(exc: BaseException) -> bool:
     return error_code(exc) in _NO_OBJECT_CODES
 
 
+# Throttling and service-side failures: worth the same call again after a pause.
+RETRYABLE_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ResourceConflictException",
+        "ResourceNotReadyException",
+        "ServiceException",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A botocore ClientError for throttling (429) or a service failure (5xx)."""
+    response = getattr(exc, "response", None) or {}
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return error_code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
+
+
 def is_fatal_code(code: str) -> bool:
     """True when retrying, or trying the next item, cannot succeed either."""
     return code in _NOT_FOUND_CODES or code in _ACCESS_CODES

@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote_plus
 
-from hopper import aws
+from hopper import aws, transport
 from hopper.errors import InvalidInput, translate
 from hopper.items import Item, Page, Skipped
+from hopper.listing import FastLister, ListPage, page_from_response
+from hopper.partition import Partitioned
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,12 @@ class S3Source:
         mode: str = "objects",
         s3_client: Any = None,
         boto3_session: Any = None,
+        transport_name: str = "auto",
+        parallelism: int = 16,
     ) -> None:
         self.bucket: str | None = bucket
+        self.transport = transport_name
+        self.parallelism = parallelism
         self.mode = mode
         # In prefixes mode the prefix names a folder: its sub-folders are the datasets.
         if mode == "prefixes" and prefix and not prefix.endswith("/"):
@@ -84,42 +89,69 @@ class S3Source:
         return self._client
 
     def pages(self, start_after: str | None = None) -> Iterator[Page]:
-        params: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Prefix": self.prefix,
-            # Keys may hold characters XML 1.0 cannot carry; S3 URL-encodes them for us.
-            "EncodingType": "url",
-            "PaginationConfig": {"PageSize": PAGE_SIZE},
-        }
-        if self.mode == "prefixes":
-            params["Delimiter"] = "/"
         begin = resume_point(start_after, self.mode)
-        if begin is not None:
-            params["StartAfter"] = begin
-        paginator = self._s3().get_paginator("list_objects_v2")
         try:
-            for response in paginator.paginate(**params):
-                yield Page(items=tuple(self._items(response, begin)))
+            if transport.choose(self.transport) == "fast":
+                yield from self._fast(begin)
+            else:
+                yield from self._paginated(begin)
         except aws.boto_errors() as exc:
             raise translate(
                 exc, operation="ListObjectsV2", resource=f"bucket {self.bucket}"
             ) from None
 
-    def _items(self, response: dict[str, Any], begin: str | None) -> Iterator[Item]:
+    def _paginated(self, begin: str | None, token: str | None = None) -> Iterator[Page]:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix,
+            # Keys may hold characters XML 1.0 cannot carry; S3 URL-encodes them for us.
+            "EncodingType": "url",
+            "PaginationConfig": {"PageSize": PAGE_SIZE, "StartingToken": token},
+        }
         if self.mode == "prefixes":
-            for entry in response.get("CommonPrefixes", ()):
-                key = unquote_plus(entry["Prefix"])
-                if begin is None or key > begin:
-                    yield Item(key=key)
+            params["Delimiter"] = "/"
+        if begin is not None:
+            params["StartAfter"] = begin
+        for response in self._s3().get_paginator("list_objects_v2").paginate(**params):
+            yield Page(items=tuple(_after(page_from_response(response, self.mode), begin)))
+
+    def _fast(self, begin: str | None) -> Iterator[Page]:
+        lister = FastLister(self._s3(), str(self.bucket), self.prefix, self.mode)
+        if not lister.open():
+            yield from self._paginated(begin)
             return
-        for entry in response.get("Contents", ()):
-            modified = entry.get("LastModified")
-            yield Item(
-                key=unquote_plus(entry["Key"]),
-                size=int(entry.get("Size", 0)),
-                etag=str(entry.get("ETag", "")).strip('"') or None,
-                last_modified=modified.astimezone(UTC) if modified else None,
-            )
+        try:
+            page = lister.page(start_after=begin)
+            yield Page(items=tuple(_after(page, begin)))
+            if not page.truncated:
+                return
+            if self.mode == "objects" and self.parallelism > 1 and page.last and page.items:
+                # A listing past its first page may be long: list ranges of it at once.
+                ranges = Partitioned(
+                    lambda after: _fetched(lister.page(start_after=after)),
+                    after=page.last,
+                    first_page=[item.key for item in page.items],
+                    parallelism=self.parallelism,
+                )
+                for items in ranges:
+                    yield Page(items=tuple(items))
+                return
+            while page.truncated and page.token:
+                page = lister.page(token=page.token)
+                yield Page(items=tuple(_after(page, begin)))
+        finally:
+            lister.close()
+
+
+def _after(page: ListPage, begin: str | None) -> list[Item]:
+    """In prefixes mode S3 may roll the resume point's own prefix up again: drop it."""
+    if begin is None or not page.items or page.items[0].key > begin:
+        return page.items
+    return [item for item in page.items if item.key > begin]
+
+
+def _fetched(page: ListPage) -> tuple[list[Item], str | None, bool]:
+    return page.items, page.last, page.truncated
 
 
 class LocalSource:
@@ -243,6 +275,8 @@ def parse_source(
     mode: str = "objects",
     boto3_session: Any = None,
     s3_client: Any = None,
+    transport_name: str = "auto",
+    parallelism: int = 16,
 ) -> S3Source | LocalSource:
     """`s3://BUCKET[/PREFIX]`, `file://PATH` or a folder path."""
     text = text.strip()
@@ -255,7 +289,15 @@ def parse_source(
                 f"source {text!r}: {bucket!r} is not a valid S3 bucket name "
                 "(3-63 lowercase letters, digits, dots and hyphens)"
             )
-        return S3Source(bucket, prefix, mode=mode, s3_client=s3_client, boto3_session=boto3_session)
+        return S3Source(
+            bucket,
+            prefix,
+            mode=mode,
+            s3_client=s3_client,
+            boto3_session=boto3_session,
+            transport_name=transport_name,
+            parallelism=parallelism,
+        )
     if text.startswith("file://"):
         text = text[len("file://") :]
     elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", text):

@@ -20,8 +20,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
-from hopper import aws
+from hopper import aws, transport
 from hopper.errors import (
     InvalidInput,
     TransientError,
@@ -29,6 +30,7 @@ from hopper.errors import (
     error_code,
     error_message,
     is_fatal_code,
+    is_retryable,
     translate,
 )
 from hopper.localworker import WorkerSpec
@@ -60,21 +62,6 @@ class Target(Protocol):
 
 # ---------------------------------------------------------------------------------- Lambda
 
-_RETRYABLE_CODES = frozenset(
-    {
-        "TooManyRequestsException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "ResourceConflictException",
-        "ResourceNotReadyException",
-        "ServiceException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 # Seconds allowed beyond the function's own timeout before a synchronous call gives up.
 _READ_MARGIN = 15
 
@@ -92,6 +79,7 @@ class LambdaTarget:
         boto3_session: Any = None,
         lambda_client: Any = None,
         max_pool_connections: int = 16,
+        transport_name: str = "auto",
     ) -> None:
         self.name = function
         self.invocation_type = invocation_type
@@ -104,6 +92,10 @@ class LambdaTarget:
         self._session = boto3_session
         self._client = lambda_client
         self._pool = max_pool_connections
+        self._invocation_type = "RequestResponse" if self.synchronous else "Event"
+        self.transport = transport.choose(transport_name)
+        self._channel: transport.Channel | None = None
+        self._url: str | None = None
 
     def _control_client(self) -> Any:
         if self._client is not None:
@@ -142,21 +134,29 @@ class LambdaTarget:
                 read_timeout=read_timeout if self.synchronous else 60,
                 max_pool_connections=self._pool,
             )
+        if self.transport == "fast":
+            self._channel = transport.channel(
+                self._client, "lambda", read_timeout=self._client.meta.config.read_timeout
+            )
+            self._url = (
+                f"{self._client.meta.endpoint_url}/2015-03-31/functions/"
+                f"{quote(self.name, safe='')}/invocations"
+            )
 
     def invoke(self, payload: bytes) -> InvokeResult:
         import botocore.exceptions
 
         try:
-            response = self._client.invoke(
-                FunctionName=self.name,
-                InvocationType="RequestResponse" if self.synchronous else "Event",
-                Payload=payload,
-            )
+            if self._channel is not None:
+                request_id, function_error, raw = self._invoke_fast(payload)
+            else:
+                request_id, function_error, raw = self._invoke_boto3(payload)
         except botocore.exceptions.ClientError as exc:
             code = error_code(exc)
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            if code in _RETRYABLE_CODES or status == 429 or status >= 500:
-                raise TransientError(f"{code or status}: {error_message(exc)}") from None
+            if is_retryable(exc):
+                reason = exc.response.get("Reason")
+                detail = f" ({reason})" if reason else ""
+                raise TransientError(f"{code}: {error_message(exc)}{detail}") from None
             if is_fatal_code(code):
                 raise translate(exc, operation="Invoke", resource=f"function {self.name}") from None
             return InvokeResult(ok=False, error_type=code, error=error_message(exc))
@@ -168,16 +168,10 @@ class LambdaTarget:
         except botocore.exceptions.HTTPClientError as exc:
             # A read timeout or a connection dropped after the request went out.
             raise TransientError(f"{type(exc).__name__}: {exc}", may_have_run=True) from None
-        request_id = response.get("ResponseMetadata", {}).get("RequestId")
-        body = response.get("Payload")
-        raw = body.read() if body is not None else b""
-        if response.get("FunctionError"):
+        if function_error:
             message, kind = _function_error(raw)
             return InvokeResult(
-                ok=False,
-                request_id=request_id,
-                error_type=kind or str(response["FunctionError"]),
-                error=message,
+                ok=False, request_id=request_id, error_type=kind or function_error, error=message
             )
         result: Any = None
         if self.synchronous and raw:
@@ -187,8 +181,33 @@ class LambdaTarget:
                 result = raw.decode("utf-8", "replace")
         return InvokeResult(ok=True, request_id=request_id, result=result)
 
+    def _invoke_boto3(self, payload: bytes) -> tuple[str | None, str | None, bytes]:
+        response = self._client.invoke(
+            FunctionName=self.name, InvocationType=self._invocation_type, Payload=payload
+        )
+        body = response.get("Payload")
+        return (
+            response.get("ResponseMetadata", {}).get("RequestId"),
+            response.get("FunctionError"),
+            body.read() if body is not None else b"",
+        )
+
+    def _invoke_fast(self, payload: bytes) -> tuple[str | None, str | None, bytes]:
+        assert self._channel is not None and self._url is not None
+        reply = self._channel.send(
+            "Invoke", "POST", self._url, {"X-Amz-Invocation-Type": self._invocation_type}, payload
+        )
+        if reply.status >= 300:
+            raise transport.client_error(reply, "Invoke")
+        return (
+            reply.headers.get("x-amzn-requestid"),
+            reply.headers.get("x-amz-function-error"),
+            reply.body,
+        )
+
     def close(self) -> None:
-        pass
+        if self._channel is not None:
+            self._channel.close()
 
 
 def _function_error(raw: bytes) -> tuple[str, str | None]:
@@ -357,6 +376,7 @@ def parse_target(
     memory: int = 128,
     boto3_session: Any = None,
     lambda_client: Any = None,
+    transport_name: str = "auto",
 ) -> LambdaTarget | LocalTarget:
     """`lambda:NAME`, NAME, an ARN, `FILE.py:FUNC` or `python:MODULE:FUNC`."""
     text = text.strip()
@@ -386,4 +406,5 @@ def parse_target(
         boto3_session=boto3_session,
         lambda_client=lambda_client,
         max_pool_connections=concurrency,
+        transport_name=transport_name,
     )

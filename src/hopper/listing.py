@@ -1,0 +1,195 @@
+"""ListObjectsV2 on the lean transport: a page is one signed GET and one ElementTree parse.
+
+boto3 spends about 110 ms of CPU turning a 1000-key page into dicts; parsing the same XML
+straight into Items takes under 10 ms. The endpoint is taken from the boto3 client: its first
+request is built, signed and then stopped at `before-send`, so hopper sends to exactly the URL,
+region and signing name that boto3 resolved (AWS_ENDPOINT_URL, path or virtual-host style,
+FIPS, a profile's region), without paying for a request of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, unquote_plus, urlencode
+
+from hopper import transport
+from hopper.errors import is_retryable
+from hopper.items import Item
+
+log = logging.getLogger(__name__)
+
+LIST_MAX_ATTEMPTS = 10
+_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    items: list[Item]
+    # The greatest key or common prefix S3 returned (decoded): where the next page starts.
+    last: str | None
+    truncated: bool
+    token: str | None
+
+
+def page_from_response(response: dict[str, Any], mode: str) -> ListPage:
+    """A boto3 ListObjectsV2 response (EncodingType=url) as a ListPage."""
+    contents = response.get("Contents", ())
+    prefixes = response.get("CommonPrefixes", ())
+    items: list[Item]
+    if mode == "prefixes":
+        items = [Item(key=unquote_plus(entry["Prefix"])) for entry in prefixes]
+    else:
+        items = []
+        for entry in contents:
+            modified = entry.get("LastModified")
+            items.append(
+                Item(
+                    key=unquote_plus(entry["Key"]),
+                    size=int(entry.get("Size", 0)),
+                    etag=str(entry.get("ETag", "")).strip('"') or None,
+                    last_modified=modified.astimezone(UTC) if modified else None,
+                )
+            )
+    ends = [unquote_plus(contents[-1]["Key"])] if contents else []
+    ends += [unquote_plus(prefixes[-1]["Prefix"])] if prefixes else []
+    return ListPage(
+        items=items,
+        last=max(ends) if ends else None,
+        truncated=bool(response.get("IsTruncated")),
+        token=response.get("NextContinuationToken"),
+    )
+
+
+def parse_page(body: bytes, mode: str) -> ListPage:
+    """The XML of a ListObjectsV2 answer (EncodingType=url) as a ListPage."""
+    # From the endpoint hopper signed for, as for botocore's own parser; expat (2.4+) caps
+    # entity expansion and ElementTree resolves no external entities.
+    root = ET.fromstring(body)  # noqa: S314
+    items: list[Item] = []
+    last_key: str | None = None
+    last_prefix: str | None = None
+    truncated = False
+    token: str | None = None
+    for node in root:
+        tag = node.tag[len(_NS) :] if node.tag.startswith(_NS) else node.tag
+        if tag == "Contents":
+            fields = {child.tag[len(_NS) :]: child.text or "" for child in node}
+            last_key = unquote_plus(fields["Key"])
+            if mode == "objects":
+                modified = fields.get("LastModified")
+                items.append(
+                    Item(
+                        key=last_key,
+                        size=int(fields.get("Size") or 0),
+                        etag=fields.get("ETag", "").strip('"') or None,
+                        last_modified=datetime.fromisoformat(modified) if modified else None,
+                    )
+                )
+        elif tag == "CommonPrefixes":
+            for child in node:
+                last_prefix = unquote_plus(child.text or "")
+                if mode == "prefixes":
+                    items.append(Item(key=last_prefix))
+        elif tag == "IsTruncated":
+            truncated = (node.text or "").strip() == "true"
+        elif tag == "NextContinuationToken":
+            token = node.text
+    ends = [end for end in (last_key, last_prefix) if end is not None]
+    return ListPage(items, max(ends) if ends else None, truncated, token)
+
+
+class _Captured(Exception):
+    """Stops boto3's request at before-send once its URL and signature scope are known."""
+
+    def __init__(self, url: str, authorization: str) -> None:
+        super().__init__(url)
+        self.url = url
+        self.authorization = authorization
+
+
+def _capture(request: Any, **_: Any) -> None:
+    raise _Captured(request.url, str(request.headers.get("Authorization", "")))
+
+
+class FastLister:
+    """Pages of one bucket and prefix; `open()` returns False if only boto3 can list it."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, mode: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+        self._mode = mode
+        self._base: str | None = None
+        self._channel: transport.Channel | None = None
+
+    def open(self) -> bool:
+        events = self._client.meta.events
+        event = "before-send.s3.ListObjectsV2"
+        events.register_first(event, _capture, unique_id="hopper-capture")
+        try:
+            self._client.list_objects_v2(
+                Bucket=self._bucket, Prefix=self._prefix, EncodingType="url"
+            )
+        except _Captured as captured:
+            url, authorization = captured.url, captured.authorization
+        else:  # pragma: no cover - a hook answered before ours could stop the request
+            return False
+        finally:
+            events.unregister(event, unique_id="hopper-capture")
+        scope = _SCOPE.search(authorization)
+        if not authorization.startswith("AWS4-HMAC-SHA256") or scope is None:
+            log.info("S3 requests are not signed with SigV4 here; listing with boto3")
+            return False
+        region, signing_name = scope.groups()
+        self._base = url.split("?", 1)[0]
+        self._channel = transport.channel(
+            self._client,
+            signing_name,
+            region=region,
+            s3=True,
+            read_timeout=self._client.meta.config.read_timeout,
+        )
+        return True
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+    def page(self, *, start_after: str | None = None, token: str | None = None) -> ListPage:
+        """One page, retried on throttling, 5xx and dropped connections as botocore would."""
+        from botocore import exceptions as be
+
+        assert self._channel is not None and self._base is not None
+        query = {"list-type": "2", "encoding-type": "url", "max-keys": "1000"}
+        query["prefix"] = self._prefix
+        if self._mode == "prefixes":
+            query["delimiter"] = "/"
+        if token is not None:
+            query["continuation-token"] = token
+        elif start_after is not None:
+            query["start-after"] = start_after
+        url = f"{self._base}?{urlencode(sorted(query.items()), quote_via=quote, safe='-_.~')}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                reply = self._channel.send("ListObjectsV2", "GET", url, {})
+            except (be.ConnectionError, be.HTTPClientError):
+                if attempt >= LIST_MAX_ATTEMPTS:
+                    raise
+            else:
+                if reply.status < 300:
+                    return parse_page(reply.body, self._mode)
+                error = transport.client_error(reply, "ListObjectsV2")
+                if not is_retryable(error) or attempt >= LIST_MAX_ATTEMPTS:
+                    raise error
+            # botocore's standard mode: full jitter, doubling, capped at 20 s.
+            time.sleep(random.uniform(0, min(20.0, 0.5 * 2 ** (attempt - 1))))
