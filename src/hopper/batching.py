@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hopper.event import build_event, dumps, item_bytes
+from hopper.event import build_event, dumps, item_bytes, string_bytes
 from hopper.items import Batch, Item
 
 # Widest values the hopper fields can take, so the size bound holds for any batch or attempt.
@@ -38,10 +38,11 @@ class EventSizer:
         )
         self.overhead = len(dumps(base))
 
-    def size(self, item_sizes: list[int], single_key: str | None = None) -> int:
-        total = self.overhead + sum(item_sizes) + max(0, len(item_sizes) - 1)
+    def size(self, items_bytes: int, count: int, single_key: str | None = None) -> int:
+        """The bound for `count` items whose entries take `items_bytes` together."""
+        total = self.overhead + items_bytes + max(0, count - 1)
         if single_key is not None:
-            total += _PREFIX_FIELD + len(dumps(single_key))
+            total += _PREFIX_FIELD + string_bytes(single_key)
         return total
 
 
@@ -56,21 +57,21 @@ def make_batches(
     """Batches in key order; an item too large on its own comes out as an Oversize."""
     index = first_index
     current: list[Item] = []
-    sizes: list[int] = []
+    current_bytes = 0
     for item in items:
         own = item_bytes(item)
-        alone = sizer.size([own], item.key)
+        alone = sizer.size(own, 1, item.key)
         full = len(current) >= batch_size
-        too_big = bool(current) and sizer.size([*sizes, own]) > limit
+        too_big = bool(current) and sizer.size(current_bytes + own, len(current) + 1) > limit
         if current and (full or too_big or alone > limit):
             yield Batch(index=index, items=tuple(current))
             index += 1
-            current, sizes = [], []
+            current, current_bytes = [], 0
         if alone > limit:
             yield Oversize(batch=Batch(index=index, items=(item,)), size=alone, limit=limit)
             index += 1
             continue
         current.append(item)
-        sizes.append(own)
+        current_bytes += own
     if current:
         yield Batch(index=index, items=tuple(current))

@@ -20,7 +20,7 @@ from hopper.batching import Oversize
 from hopper.errors import HopperError, TransientError
 from hopper.event import encode_event
 from hopper.items import Batch
-from hopper.targets import Target
+from hopper.targets import InvokeResult, Target
 
 log = logging.getLogger(__name__)
 
@@ -111,23 +111,29 @@ class Dispatcher:
         """
         result = DispatchResult()
         planned: Iterator[Batch | Oversize] = iter(plan)
-        work: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
-        done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        work: queue.SimpleQueue[list[Batch] | None] = queue.SimpleQueue()
+        done: queue.SimpleQueue[list[Outcome]] = queue.SimpleQueue()
         threads: list[threading.Thread] = []
+        # Chunks (lists of batches) handed to a thread and not yet back.
         in_flight = 0
+        chunking = getattr(self.target, "chunk_size", None)
 
         def serve() -> None:
-            while (batch := work.get()) is not None:
-                done.put(self._deliver(batch))
+            while (chunk := work.get()) is not None:
+                done.put(self._deliver_chunk(chunk))
+
+        def settle(outcomes: list[Outcome]) -> None:
+            nonlocal in_flight
+            in_flight -= 1
+            for outcome in outcomes:
+                on_outcome(outcome)
 
         try:
             while True:
                 while not done.empty():
-                    in_flight -= 1
-                    on_outcome(done.get())
+                    settle(done.get())
                 if in_flight >= self.concurrency:
-                    in_flight -= 1
-                    on_outcome(done.get())
+                    settle(done.get())
                     continue
                 if self._fatal is not None:
                     break
@@ -138,28 +144,39 @@ class Dispatcher:
                 if self._past_deadline():
                     result.deadline_reached = True
                     break
+                chunk: list[Batch] = []
+                want = chunking() if chunking is not None else 1
                 try:
-                    step = next(planned)
+                    while len(chunk) < want:
+                        step = next(planned)
+                        if isinstance(step, Oversize):
+                            on_outcome(
+                                Outcome(
+                                    step.batch,
+                                    FAILED,
+                                    error_type="PayloadTooLarge",
+                                    error=step.reason,
+                                )
+                            )
+                            if not chunk:
+                                continue
+                            break
+                        chunk.append(step)
                 except StopIteration:
                     result.exhausted = True
-                    break
                 except HopperError as exc:
                     self._fail(exc)
+                if chunk:
+                    if len(threads) <= in_flight:
+                        thread = threading.Thread(target=serve, name="hopper-dispatch", daemon=True)
+                        thread.start()
+                        threads.append(thread)
+                    work.put(chunk)
+                    in_flight += 1
+                if result.exhausted or self._fatal is not None:
                     break
-                if isinstance(step, Oversize):
-                    on_outcome(
-                        Outcome(step.batch, FAILED, error_type="PayloadTooLarge", error=step.reason)
-                    )
-                    continue
-                if len(threads) <= in_flight:
-                    thread = threading.Thread(target=serve, name="hopper-dispatch", daemon=True)
-                    thread.start()
-                    threads.append(thread)
-                work.put(step)
-                in_flight += 1
             while in_flight:
-                in_flight -= 1
-                on_outcome(done.get())
+                settle(done.get())
         finally:
             for _ in threads:
                 work.put(None)
@@ -172,6 +189,28 @@ class Dispatcher:
         if self._fatal is None:
             self._fatal = exc
         self._halt.set()
+
+    def _deliver_chunk(self, chunk: list[Batch]) -> list[Outcome]:
+        invoke_many = getattr(self.target, "invoke_many", None)
+        if invoke_many is None or len(chunk) == 1:
+            return [self._deliver(batch) for batch in chunk]
+        # Only local targets take chunks; they report every failure as a result and raise
+        # only what stops the run (the worker cannot be loaded).
+        bodies = [
+            encode_event(
+                batch=batch, run_id=self.run_id, attempt=1, payload=self.payload, bucket=self.bucket
+            )
+            for batch in chunk
+        ]
+        try:
+            answers = invoke_many(bodies)
+        except HopperError as exc:
+            self._fail(exc)
+            return [
+                Outcome(batch, NOT_DISPATCHED, 1, error_type=type(exc).__name__, error=str(exc))
+                for batch in chunk
+            ]
+        return [_answered(batch, 1, answer) for batch, answer in zip(chunk, answers, strict=True)]
 
     def _deliver(self, batch: Batch) -> Outcome:
         attempt = 0
@@ -226,18 +265,22 @@ class Dispatcher:
                 return Outcome(
                     batch, FAILED, attempt, error_type=type(exc).__name__, error=str(exc)
                 )
-            if answer.ok:
-                return Outcome(
-                    batch, DISPATCHED, attempt, request_id=answer.request_id, result=answer.result
-                )
-            return Outcome(
-                batch,
-                FAILED,
-                attempt,
-                request_id=answer.request_id,
-                error_type=answer.error_type,
-                error=answer.error,
-            )
+            return _answered(batch, attempt, answer)
+
+
+def _answered(batch: Batch, attempt: int, answer: InvokeResult) -> Outcome:
+    if answer.ok:
+        return Outcome(
+            batch, DISPATCHED, attempt, request_id=answer.request_id, result=answer.result
+        )
+    return Outcome(
+        batch,
+        FAILED,
+        attempt,
+        request_id=answer.request_id,
+        error_type=answer.error_type,
+        error=answer.error,
+    )
 
 
 class InOrder:

@@ -6,6 +6,7 @@ file must behave here as it does in the Lambda Python runtime.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -45,20 +46,33 @@ class WorkerSpec:
 class LambdaContext:
     """The parts of Lambda's context object that worker code uses."""
 
+    function_version = "$LATEST"
+
     def __init__(self, spec: WorkerSpec, request_id: str, timeout: float) -> None:
-        self.function_name = spec.function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = (
-            f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
-        )
+        (
+            self.function_name,
+            self.invoked_function_arn,
+            self.log_group_name,
+            self.log_stream_name,
+        ) = _names(spec)
         self.memory_limit_in_mb = spec.memory
         self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = f"local/{os.getpid()}"
         self._deadline = time.monotonic() + timeout
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@functools.lru_cache(maxsize=8)
+def _names(spec: WorkerSpec) -> tuple[str, str, str, str]:
+    """What a context says of the function; the same for every invocation of one process."""
+    name = spec.function_name
+    return (
+        name,
+        f"arn:aws:lambda:local:000000000000:function:{name}",
+        f"/aws/lambda/{name}",
+        f"local/{os.getpid()}",
+    )
 
 
 def load_handler(spec: WorkerSpec) -> Handler:
@@ -96,7 +110,8 @@ def load_handler(spec: WorkerSpec) -> Handler:
 
 
 def serve(conn: Connection, spec: WorkerSpec) -> None:
-    """Process entry point. Messages in: ("invoke", payload, request_id). Out: see below."""
+    """Process entry point. In: ("invoke", [payload, ...], [request_id, ...]); out: one
+    frame per payload, in order: b"o" + result JSON, or b"e" + JSON [type, message, trace]."""
     # Worker output must never reach stdout: with --json, stdout holds one JSON document.
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -116,20 +131,42 @@ def serve(conn: Connection, spec: WorkerSpec) -> None:
             return
         if message[0] != "invoke":
             return
-        _, payload, request_id = message
-        conn.send(_invoke(handler, spec, payload, request_id))
+        # One result per invocation, written as it finishes: the parent times each one, and
+        # a result written is a result kept, whatever the next invocation does to the process.
+        for payload, request_id in zip(message[1], message[2], strict=True):
+            conn.send_bytes(_invoke(handler, spec, payload, request_id))
 
 
-def _invoke(handler: Handler, spec: WorkerSpec, payload: bytes, request_id: str) -> tuple[Any, ...]:
+def _invoke(handler: Handler, spec: WorkerSpec, payload: bytes, request_id: str) -> bytes:
     context = LambdaContext(spec, request_id, spec.timeout)
     try:
         event = json.loads(payload)
         result = handler(event, context)
     except BaseException as exc:  # noqa: BLE001 - reported as the worker's error, like Lambda
         trace = traceback.format_exception(exc)
-        return ("error", type(exc).__name__, str(exc), "".join(trace[-5:]))
+        return b"e" + json.dumps([type(exc).__name__, str(exc), "".join(trace[-5:])]).encode()
     try:
-        encoded = json.dumps(result)
+        return b"o" + json.dumps(result).encode()
     except (TypeError, ValueError) as exc:
-        return ("error", "Runtime.MarshalError", f"result is not JSON serializable: {exc}", "")
-    return ("ok", encoded)
+        error = ["Runtime.MarshalError", f"result is not JSON serializable: {exc}", ""]
+        return b"e" + json.dumps(error).encode()
+
+
+def main(argv: list[str]) -> None:
+    """`python -m hopper.localworker FD`: serve on the socket FD the parent passed.
+
+    A plain interpreter rather than multiprocessing's spawn: it does not re-run the parent's
+    __main__ (a user's script, or the CLI with click and rich), so a worker starts in about
+    50 ms and a script calling hopper.run() needs no `if __name__ == "__main__"` guard.
+    """
+    from multiprocessing.connection import Connection
+
+    conn = Connection(int(argv[1]))
+    start = conn.recv()
+    # The parent's import path, as spawn would give it: python:MODULE workers resolve alike.
+    sys.path[:] = [*start["sys_path"], *(p for p in sys.path if p not in start["sys_path"])]
+    serve(conn, WorkerSpec(**start["spec"]))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

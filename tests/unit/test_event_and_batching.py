@@ -1,6 +1,7 @@
 import json
 import random
 import string
+from datetime import UTC, datetime
 
 import pytest
 
@@ -104,6 +105,25 @@ def test_sizer_bound_is_tight(size: int) -> None:
     sizer = EventSizer(run_id="run-1", payload={}, bucket="b")
     from hopper.event import item_bytes
 
-    bound = sizer.size([item_bytes(i) for i in items], items[0].key if size == 1 else None)
+    bound = sizer.size(
+        sum(item_bytes(i) for i in items), len(items), items[0].key if size == 1 else None
+    )
     actual = len(encode_event(batch=batch, run_id="run-1", attempt=1, payload={}, bucket="b"))
     assert actual <= bound <= actual + 40
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        Item("plain.csv"),
+        Item("with space/and+plus.txt", size=0, etag="0-1"),
+        Item('quote"back\\slash', size=123456789, etag='"x"'),
+        Item("ctrl\x01\x1f\ttab\nnl", last_modified=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        Item("ünïcødé/данные/文件 🚀", last_modified=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+        Item("\u2028line\u2029sep\x7f", path="/tmp/ä b/\\c", etag=""),
+    ],
+)
+def test_item_bytes_counts_exactly_what_json_writes(item: Item) -> None:
+    from hopper.event import dumps, item_bytes
+
+    assert item_bytes(item) == len(dumps(item.to_event()))
