@@ -8,7 +8,6 @@ that stops early has settled a contiguous run of batches: the cursor follows fro
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
@@ -84,6 +83,7 @@ class Dispatcher:
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         should_stop: Callable[[], str | None] | None = None,
+        max_chunk: int | None = None,
     ) -> None:
         self.target = target
         self.run_id = run_id
@@ -94,6 +94,9 @@ class Dispatcher:
         self.retry = retry or RetryPolicy()
         self.clock = clock
         self.should_stop = should_stop
+        # Batches handed to a local worker at once; 1 keeps a failure threshold exact, as a
+        # worker runs through short tasks faster than their results can be counted.
+        self.max_chunk = max_chunk
         self._halt = threading.Event()
         self._fatal: HopperError | None = None
 
@@ -103,85 +106,99 @@ class Dispatcher:
     def run(
         self, plan: Iterable[Batch | Oversize], on_outcome: Callable[[Outcome], None]
     ) -> DispatchResult:
-        """Dispatch every batch of `plan`; `on_outcome` is called in this thread, in any order.
+        """Dispatch every batch of `plan`; `on_outcome` gets each outcome, in any order, one
+        call at a time (from the dispatch threads).
 
-        Long-lived threads take batches from one queue and put outcomes on another: at
-        thousands of invokes a second, a Future per batch and `wait()` over the whole window
-        cost more CPU than the invoke itself.
+        Each of `concurrency` threads takes the next batch from the plan itself, sends it and
+        reports it: no hand-over between threads per batch. At thousands of invokes a second
+        a producer thread feeding workers through queues spent more CPU on waking threads
+        and passing the GIL than on the invokes.
         """
         result = DispatchResult()
         planned: Iterator[Batch | Oversize] = iter(plan)
-        work: queue.SimpleQueue[list[Batch] | None] = queue.SimpleQueue()
-        done: queue.SimpleQueue[list[Outcome]] = queue.SimpleQueue()
-        threads: list[threading.Thread] = []
-        # Chunks (lists of batches) handed to a thread and not yet back.
-        in_flight = 0
+        take_lock = threading.Lock()
+        report_lock = threading.Lock()
         chunking = getattr(self.target, "chunk_size", None)
+        crashed: list[BaseException] = []
+        finished = False
 
-        def serve() -> None:
-            while (chunk := work.get()) is not None:
-                done.put(self._deliver_chunk(chunk))
+        def report(outcomes: Iterable[Outcome]) -> None:
+            with report_lock:
+                for outcome in outcomes:
+                    on_outcome(outcome)
 
-        def settle(outcomes: list[Outcome]) -> None:
-            nonlocal in_flight
-            in_flight -= 1
-            for outcome in outcomes:
-                on_outcome(outcome)
-
-        try:
-            while True:
-                while not done.empty():
-                    settle(done.get())
-                if in_flight >= self.concurrency:
-                    settle(done.get())
-                    continue
-                if self._fatal is not None:
-                    break
-                stop = self.should_stop() if self.should_stop else None
-                if stop:
-                    result.stopped = stop
-                    break
-                if self._past_deadline():
-                    result.deadline_reached = True
-                    break
-                chunk: list[Batch] = []
-                want = chunking() if chunking is not None else 1
-                try:
-                    while len(chunk) < want:
-                        step = next(planned)
-                        if isinstance(step, Oversize):
-                            on_outcome(
+        def take() -> list[Batch]:
+            """The next chunk of the plan, or [] when dispatch is over. Under take_lock."""
+            nonlocal finished
+            if finished or crashed:
+                return []
+            if self._fatal is not None:
+                finished = True
+                return []
+            stop = self.should_stop() if self.should_stop else None
+            if stop:
+                result.stopped, finished = stop, True
+                return []
+            if self._past_deadline():
+                result.deadline_reached, finished = True, True
+                return []
+            chunk: list[Batch] = []
+            want = chunking() if chunking is not None else 1
+            if self.max_chunk is not None:
+                want = min(want, self.max_chunk)
+            try:
+                while len(chunk) < want:
+                    step = next(planned)
+                    if isinstance(step, Oversize):
+                        report(
+                            [
                                 Outcome(
                                     step.batch,
                                     FAILED,
                                     error_type="PayloadTooLarge",
                                     error=step.reason,
                                 )
-                            )
-                            if not chunk:
-                                continue
-                            break
-                        chunk.append(step)
-                except StopIteration:
-                    result.exhausted = True
-                except HopperError as exc:
-                    self._fail(exc)
-                if chunk:
-                    if len(threads) <= in_flight:
-                        thread = threading.Thread(target=serve, name="hopper-dispatch", daemon=True)
-                        thread.start()
-                        threads.append(thread)
-                    work.put(chunk)
-                    in_flight += 1
-                if result.exhausted or self._fatal is not None:
-                    break
-            while in_flight:
-                settle(done.get())
-        finally:
-            for _ in threads:
-                work.put(None)
+                            ]
+                        )
+                        continue
+                    chunk.append(step)
+            except StopIteration:
+                result.exhausted, finished = True, True
+            except HopperError as exc:
+                self._fail(exc)
+                finished = True
+            return chunk
+
+        def serve() -> None:
+            try:
+                while True:
+                    with take_lock:
+                        chunk = take()
+                    if not chunk:
+                        return
+                    self._deliver_chunk(chunk, report)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                crashed.append(exc)
+                self._halt.set()
+
+        threads = [
+            threading.Thread(target=serve, name="hopper-dispatch", daemon=True)
+            for _ in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
             for thread in threads:
                 thread.join()
+        except BaseException:
+            # Ctrl-C in the caller: take no more batches, let those in flight settle.
+            finished = True
+            self._halt.set()
+            for thread in threads:
+                thread.join()
+            raise
+        if crashed:
+            raise crashed[0]
         result.fatal = self._fatal
         return result
 
@@ -190,10 +207,14 @@ class Dispatcher:
             self._fatal = exc
         self._halt.set()
 
-    def _deliver_chunk(self, chunk: list[Batch]) -> list[Outcome]:
+    def _deliver_chunk(
+        self, chunk: list[Batch], report: Callable[[Iterable[Outcome]], None]
+    ) -> None:
         invoke_many = getattr(self.target, "invoke_many", None)
         if invoke_many is None or len(chunk) == 1:
-            return [self._deliver(batch) for batch in chunk]
+            for batch in chunk:
+                report([self._deliver(batch)])
+            return
         # Only local targets take chunks; they report every failure as a result and raise
         # only what stops the run (the worker cannot be loaded).
         bodies = [
@@ -202,15 +223,27 @@ class Dispatcher:
             )
             for batch in chunk
         ]
+
+        reported: set[int] = set()
+
+        def answered(index: int, answer: InvokeResult) -> None:
+            reported.add(index)
+            report([_answered(chunk[index], 1, answer)])
+
+        def keep_going() -> bool:
+            if self._halt.is_set() or self._past_deadline():
+                return False
+            return self.should_stop is None or not self.should_stop()
+
         try:
-            answers = invoke_many(bodies)
+            invoke_many(bodies, on_result=answered, keep_going=keep_going)
         except HopperError as exc:
             self._fail(exc)
-            return [
-                Outcome(batch, NOT_DISPATCHED, 1, error_type=type(exc).__name__, error=str(exc))
-                for batch in chunk
-            ]
-        return [_answered(batch, 1, answer) for batch, answer in zip(chunk, answers, strict=True)]
+        report(
+            Outcome(batch, NOT_DISPATCHED, 0, error="run stopped before this batch started")
+            for index, batch in enumerate(chunk)
+            if index not in reported
+        )
 
     def _deliver(self, batch: Batch) -> Outcome:
         attempt = 0

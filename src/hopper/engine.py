@@ -216,6 +216,7 @@ def run(
             retry=retry or RetryPolicy(max_attempts=config.max_attempts),
             clock=clock,
             should_stop=should_stop,
+            max_chunk=1 if config.max_failures is not None else None,
         )
         ended = dispatcher.run(counted(plan_), settled)
     finally:

@@ -9,6 +9,7 @@ FIPS, a profile's region), without paying for a request of its own.
 
 from __future__ import annotations
 
+import html
 import logging
 import random
 import re
@@ -17,7 +18,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote_plus, urlencode
+from urllib.parse import quote, unquote, unquote_plus, urlencode
 
 from hopper import transport
 from hopper.errors import is_retryable
@@ -68,42 +69,113 @@ def page_from_response(response: dict[str, Any], mode: str) -> ListPage:
     )
 
 
-def parse_page(body: bytes, mode: str) -> ListPage:
-    """The XML of a ListObjectsV2 answer (EncodingType=url) as a ListPage."""
+def _decoded(text: str) -> str:
+    return unquote_plus(text) if "%" in text or "+" in text else text
+
+
+# S3 writes each object's fields in its schema's order, on one line; a page written that way
+# is read with one regular expression, anything else (whitespace, other fields, another
+# emulator) by ElementTree. Both give the same items; tests/unit/test_listing.py checks it.
+_ROW = re.compile(
+    rb"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified><ETag>([^<]*)</ETag>"
+    rb"(?:<Checksum\w*>[^<]*</Checksum\w*>)*<Size>(\d+)</Size>"
+)
+_TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>")
+_TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+
+
+def _decode_all(raw: list[bytes]) -> list[str]:
+    """URL-decode many keys with one call; per key only if a decoded key holds a newline."""
+    joined = b"\n".join(raw).decode("utf-8")
+    if "&" in joined:
+        joined = html.unescape(joined)
+    if "%" in joined or "+" in joined:
+        joined = unquote(joined.replace("+", " "))
+    keys = joined.split("\n")
+    if len(keys) != len(raw):
+        return [_decoded(html.unescape(key.decode("utf-8"))) for key in raw]
+    return keys
+
+
+def _parse_rows(body: bytes, until: str | None) -> ListPage | None:
+    rows = _ROW.findall(body)
+    if len(rows) != body.count(b"<Contents>") or b"<CommonPrefixes>" in body:
+        return None
+    keys = _decode_all([row[0] for row in rows])
+    moments: dict[bytes, datetime] = {}
+    items: list[Item] = []
+    for key, (_, modified, etag, size) in zip(keys, rows, strict=True):
+        if until is not None and key > until:
+            break
+        moment = moments.get(modified)
+        if moment is None:
+            moment = moments[modified] = datetime.fromisoformat(modified.decode())
+        tag = etag.decode()
+        if "&" in tag:
+            tag = html.unescape(tag)
+        items.append(Item(key, int(size), tag.strip('"') or None, moment))
+    token = _TOKEN.search(body)
+    return ListPage(
+        items=items,
+        last=keys[-1] if keys else None,
+        truncated=_TRUNCATED.search(body) is not None,
+        token=html.unescape(token.group(1).decode()) if token else None,
+    )
+
+
+def parse_page(body: bytes, mode: str, until: str | None = None) -> ListPage:
+    """The XML of a ListObjectsV2 answer (EncodingType=url) as a ListPage.
+
+    Entries after `until` are left out (a partition stops there), but `last` is still the
+    greatest key or prefix the page holds.
+    """
+    if mode == "objects":
+        page = _parse_rows(body, until)
+        if page is not None:
+            return page
+    return parse_tree(body, mode, until)
+
+
+def parse_tree(body: bytes, mode: str, until: str | None = None) -> ListPage:
+    """parse_page by ElementTree, for any well-formed answer."""
     # From the endpoint hopper signed for, as for botocore's own parser; expat (2.4+) caps
     # entity expansion and ElementTree resolves no external entities.
     root = ET.fromstring(body)  # noqa: S314
+    contents = root.findall(f"{_NS}Contents")
+    prefixes = [node.text or "" for node in root.iterfind(f"{_NS}CommonPrefixes/{_NS}Prefix")]
     items: list[Item] = []
-    last_key: str | None = None
-    last_prefix: str | None = None
-    truncated = False
-    token: str | None = None
-    for node in root:
-        tag = node.tag[len(_NS) :] if node.tag.startswith(_NS) else node.tag
-        if tag == "Contents":
+    if mode == "objects":
+        for node in contents:
             fields = {child.tag[len(_NS) :]: child.text or "" for child in node}
-            last_key = unquote_plus(fields["Key"])
-            if mode == "objects":
-                modified = fields.get("LastModified")
-                items.append(
-                    Item(
-                        key=last_key,
-                        size=int(fields.get("Size") or 0),
-                        etag=fields.get("ETag", "").strip('"') or None,
-                        last_modified=datetime.fromisoformat(modified) if modified else None,
-                    )
+            key = _decoded(fields["Key"])
+            if until is not None and key > until:
+                break
+            modified = fields.get("LastModified")
+            items.append(
+                Item(
+                    key=key,
+                    size=int(fields.get("Size") or 0),
+                    etag=fields.get("ETag", "").strip('"') or None,
+                    last_modified=datetime.fromisoformat(modified) if modified else None,
                 )
-        elif tag == "CommonPrefixes":
-            for child in node:
-                last_prefix = unquote_plus(child.text or "")
-                if mode == "prefixes":
-                    items.append(Item(key=last_prefix))
-        elif tag == "IsTruncated":
-            truncated = (node.text or "").strip() == "true"
-        elif tag == "NextContinuationToken":
-            token = node.text
-    ends = [end for end in (last_key, last_prefix) if end is not None]
-    return ListPage(items, max(ends) if ends else None, truncated, token)
+            )
+    else:
+        for text in prefixes:
+            key = _decoded(text)
+            if until is not None and key > until:
+                break
+            items.append(Item(key=key))
+    ends = []
+    if contents:
+        ends.append(_decoded(contents[-1].findtext(f"{_NS}Key") or ""))
+    if prefixes:
+        ends.append(_decoded(prefixes[-1]))
+    return ListPage(
+        items=items,
+        last=max(ends) if ends else None,
+        truncated=(root.findtext(f"{_NS}IsTruncated") or "").strip() == "true",
+        token=root.findtext(f"{_NS}NextContinuationToken"),
+    )
 
 
 class _Captured(Exception):
@@ -116,7 +188,10 @@ class _Captured(Exception):
 
 
 def _capture(request: Any, **_: Any) -> None:
-    raise _Captured(request.url, str(request.headers.get("Authorization", "")))
+    authorization = request.headers.get("Authorization", b"")
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("latin-1")
+    raise _Captured(request.url, str(authorization))
 
 
 class FastLister:
@@ -163,14 +238,26 @@ class FastLister:
         if self._channel is not None:
             self._channel.close()
 
-    def page(self, *, start_after: str | None = None, token: str | None = None) -> ListPage:
+    def folders(self, after: str) -> list[str]:
+        """The folders (common prefixes at "/") after `after`: one request, up to 1000."""
+        return [item.key for item in self.page(start_after=after, delimiter=True).items]
+
+    def page(
+        self,
+        *,
+        start_after: str | None = None,
+        token: str | None = None,
+        until: str | None = None,
+        delimiter: bool = False,
+    ) -> ListPage:
         """One page, retried on throttling, 5xx and dropped connections as botocore would."""
         from botocore import exceptions as be
 
         assert self._channel is not None and self._base is not None
         query = {"list-type": "2", "encoding-type": "url", "max-keys": "1000"}
         query["prefix"] = self._prefix
-        if self._mode == "prefixes":
+        mode = "prefixes" if delimiter else self._mode
+        if mode == "prefixes":
             query["delimiter"] = "/"
         if token is not None:
             query["continuation-token"] = token
@@ -187,7 +274,7 @@ class FastLister:
                     raise
             else:
                 if reply.status < 300:
-                    return parse_page(reply.body, self._mode)
+                    return parse_page(reply.body, mode, until)
                 error = transport.client_error(reply, "ListObjectsV2")
                 if not is_retryable(error) or attempt >= LIST_MAX_ATTEMPTS:
                     raise error

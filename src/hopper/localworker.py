@@ -111,7 +111,8 @@ def load_handler(spec: WorkerSpec) -> Handler:
 
 def serve(conn: Connection, spec: WorkerSpec) -> None:
     """Process entry point. In: ("invoke", [payload, ...], [request_id, ...]); out: one
-    frame per payload, in order: b"o" + result JSON, or b"e" + JSON [type, message, trace]."""
+    frame per payload, in order: b"o" + result JSON, or b"e" + JSON [type, message, trace];
+    or, after ("stop",) arrives between two invocations, b"s" in place of the rest."""
     # Worker output must never reach stdout: with --json, stdout holds one JSON document.
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -129,11 +130,17 @@ def serve(conn: Connection, spec: WorkerSpec) -> None:
             message = conn.recv()
         except (EOFError, OSError):
             return
+        if message[0] == "stop":
+            continue  # it came after this process had finished the chunk anyway
         if message[0] != "invoke":
             return
         # One result per invocation, written as it finishes: the parent times each one, and
         # a result written is a result kept, whatever the next invocation does to the process.
         for payload, request_id in zip(message[1], message[2], strict=True):
+            if conn.poll(0) and conn.recv()[0] == "stop":
+                # The run is stopping: the rest of this chunk is not started.
+                conn.send_bytes(b"s")
+                break
             conn.send_bytes(_invoke(handler, spec, payload, request_id))
 
 

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from hopper.items import Item
 
 # One page of a range: the items, the last key S3 returned (the next StartAfter), and whether
 # S3 said there is more.
-Fetch = Callable[[str], tuple[list[Item], str | None, bool]]
+# `fetch(after, until)` may leave out keys past `until` (None: no bound); it must still
+# return the greatest key S3 sent.
+Fetch = Callable[[str, str | None], tuple[list[Item], str | None, bool]]
 
 # Where keys differ they are read as mixed-radix numbers, each position in the smallest of
 # these alphabets that holds every character seen there (so "0099" is followed by "0100", not
@@ -142,6 +144,7 @@ class Partitioned:
         after: str,
         first_page: list[str],
         parallelism: int,
+        cuts: Iterable[str] = (),
         ahead: int | None = None,
     ) -> None:
         self._fetch = fetch
@@ -154,9 +157,12 @@ class Partitioned:
         self._buffered = 0
         self._busy = 0
         self.requests = 0
-        # The first page (already listed by the caller) predicts where the next ones end.
-        self._ranges.append(_Range(after, None))
-        self._split(self._ranges[0], [*first_page, after], parallelism)
+        # Known boundaries first (the folders of the listing, when it has them), then the
+        # first page (already listed by the caller) predicts where its neighbours end.
+        bounds = sorted({cut for cut in cuts if cut > after})
+        highs: list[str | None] = [*bounds, None]
+        self._ranges = [_Range(lo, hi) for lo, hi in zip([after, *bounds], highs, strict=True)]
+        self._split(self._ranges[0], [*first_page, after], parallelism - len(bounds))
 
     def _split(self, rng: _Range, keys: list[str], pieces: int) -> None:
         """Give the predicted far part of `rng` (which starts after keys[-1]) to new ranges."""
@@ -203,15 +209,26 @@ class Partitioned:
             for thread in threads:
                 thread.join(timeout=60)
 
+    def _fetchable(self) -> list[_Range]:
+        """Ranges a free worker may list now, earliest first.
+
+        Past `ahead` buffered pages, only ranges the merge reaches before any buffered page
+        may be listed: they are what the consumer waits for, so memory stays bounded while
+        the head of the listing keeps moving.
+        """
+        ready = [rng for rng in self._ranges if not rng.busy and not rng.done]
+        if self._buffered < self._ahead:
+            return ready
+        if self._buffered >= 4 * self._ahead:
+            return ready[:1] if self._ranges and ready and ready[0] is self._ranges[0] else []
+        first_buffered = next(
+            (i for i, rng in enumerate(self._ranges) if rng.pages), len(self._ranges)
+        )
+        return [rng for rng in ready if self._ranges.index(rng) <= first_buffered]
+
     def _next(self) -> _Range | None:
-        """The earliest range nobody is listing; only the head once enough pages wait."""
-        for index, rng in enumerate(self._ranges):
-            if rng.busy or rng.done:
-                continue
-            if index > 0 and self._buffered >= self._ahead:
-                return None
-            return rng
-        return None
+        ready = self._fetchable()
+        return ready[0] if ready else None
 
     def _work(self) -> None:
         while True:
@@ -229,7 +246,7 @@ class Partitioned:
                 self._busy += 1
                 lo, hi = rng.lo, rng.hi
             try:
-                items, last, truncated = self._fetch(lo)
+                items, last, truncated = self._fetch(lo, hi)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer to raise
                 with self._lock:
                     self._error = self._error or exc
@@ -239,7 +256,9 @@ class Partitioned:
                 self.requests += 1
                 self._busy -= 1
                 rng.busy = False
-                kept = items if hi is None else [item for item in items if item.key <= hi]
+                kept = items if hi is None or not items or items[-1].key <= hi else [
+                    item for item in items if item.key <= hi
+                ]
                 finished = not truncated or last is None or (hi is not None and last >= hi)
                 if kept:
                     rng.pages.append(kept)
@@ -249,11 +268,7 @@ class Partitioned:
                 else:
                     assert last is not None
                     rng.lo = last
-                    idle = self._parallelism - self._busy - self._waiting()
+                    idle = self._parallelism - self._busy - len(self._fetchable())
                     if idle > 0 and items:
                         self._split(rng, [*(item.key for item in items), last], idle + 1)
                 self._lock.notify_all()
-
-    def _waiting(self) -> int:
-        """Ranges ready to be listed by a worker that is free now."""
-        return sum(1 for rng in self._ranges if not rng.busy and not rng.done)

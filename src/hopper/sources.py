@@ -128,10 +128,13 @@ class S3Source:
             if self.mode == "objects" and self.parallelism > 1 and page.last and page.items:
                 # A listing past its first page may be long: list ranges of it at once.
                 ranges = Partitioned(
-                    lambda after: _fetched(lister.page(start_after=after)),
+                    lambda after, until: _fetched(lister.page(start_after=after, until=until)),
                     after=page.last,
                     first_page=[item.key for item in page.items],
                     parallelism=self.parallelism,
+                    # Where the keys have folders, each folder ends a range: folders are
+                    # where key density changes, which the first page cannot predict.
+                    cuts=[folder + _AFTER_PREFIX for folder in lister.folders(page.last)],
                 )
                 for items in ranges:
                     yield Page(items=tuple(items))

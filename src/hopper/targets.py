@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -234,6 +235,8 @@ _IPC_GRACE = 0.5
 # Work handed to one worker process at once, when tasks are short.
 _CHUNK_SECONDS = 0.02
 _MAX_CHUNK = 256
+# A worker's answer for "stopped before this invocation", as opposed to a result.
+_STOPPED = InvokeResult(ok=False, error_type="Stopped")
 
 
 class _Process:
@@ -364,7 +367,9 @@ class LocalTarget:
             self._all.discard(process)
 
     def invoke(self, payload: bytes) -> InvokeResult:
-        return self.invoke_many([payload])[0]
+        result = self.invoke_many([payload])[0]
+        assert result is not None
+        return result
 
     def chunk_size(self) -> int:
         """How many invocations to hand one worker process at once.
@@ -376,12 +381,24 @@ class LocalTarget:
             return 1
         return max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / max(self._per_task, 1e-6))))
 
-    def invoke_many(self, payloads: list[bytes]) -> list[InvokeResult]:
-        """Run each payload as its own invocation, with its own context and time limit."""
-        results: list[InvokeResult] = []
-        pending = list(payloads)
-        while pending:
+    def invoke_many(
+        self,
+        payloads: list[bytes],
+        *,
+        on_result: Callable[[int, InvokeResult], None] | None = None,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> list[InvokeResult | None]:
+        """Run each payload as its own invocation, with its own context and time limit.
+
+        `on_result(i, result)` hears of each as it ends; once `keep_going()` turns false the
+        invocations not yet started are not started, and come back as None.
+        """
+        results: list[InvokeResult | None] = [None] * len(payloads)
+        at = 0
+        stopping = False
+        while at < len(payloads) and not stopping:
             process = self._checkout()
+            pending = payloads[at:]
             ids = [str(uuid.uuid4()) for _ in pending]
             started = time.monotonic()
             try:
@@ -389,21 +406,28 @@ class LocalTarget:
             except (OSError, ValueError):
                 self._discard(process)
                 continue
-            done = 0
+            alive: _Process | None = process
             for request_id in ids:
-                ended = self._receive(process, request_id)
-                if ended is None:
+                result = self._receive(process, request_id)
+                if result is _STOPPED:
                     break
-                results.append(ended)
-                done += 1
-            else:
-                self._idle.put(process)
+                if result is None:
+                    # The invocation in progress failed (timed out, or its process died) and
+                    # the process is gone; the ones after it never started.
+                    result, alive = self._lost(process, request_id), None
+                results[at] = result
+                if on_result is not None:
+                    on_result(at, result)
+                at += 1
+                if alive is None:
+                    break
+                if not stopping and keep_going is not None and not keep_going():
+                    stopping = True
+                    with contextlib.suppress(OSError, ValueError):
+                        process.conn.send(("stop",))
+            if alive is not None:
+                self._idle.put(alive)
                 self._observe((time.monotonic() - started) / len(ids))
-                return results
-            # The invocation in progress failed (timed out, or its process died) and the
-            # process is gone; the ones after it never started and go to a new process.
-            results.append(self._lost(process, ids[done]))
-            pending = pending[done + 1 :]
         return results
 
     def _observe(self, per_task: float) -> None:
@@ -411,10 +435,12 @@ class LocalTarget:
         self._per_task = per_task if previous is None else 0.7 * previous + 0.3 * per_task
 
     def _receive(self, process: _Process, request_id: str) -> InvokeResult | None:
-        """The next result from `process`, or None if it overran or died."""
+        """The next result from `process`, _STOPPED, or None if it overran or died."""
         frame = process.next_frame(self.spec.timeout + _IPC_GRACE)
         if frame is None:
             return None
+        if frame == b"s":
+            return _STOPPED
         if frame[:1] == b"o":
             return InvokeResult(ok=True, request_id=request_id, result=json.loads(frame[1:]))
         kind, text, trace = json.loads(frame[1:])
@@ -449,7 +475,7 @@ class LocalTarget:
             self._all.clear()
         for process in processes:
             with contextlib.suppress(OSError, ValueError):
-                process.conn.send(("stop",))
+                process.conn.send(("exit",))
         for process in processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.process.wait(timeout=2)
