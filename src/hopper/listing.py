@@ -275,7 +275,7 @@ class FastLister:
             else:
                 if reply.status < 300:
                     return parse_page(reply.body, mode, until)
-                error = transport.client_error(reply, "ListObjectsV2")
+                error = transport.client_error(reply, "ListObjectsV2", attempts=attempt)
                 if not is_retryable(error) or attempt >= LIST_MAX_ATTEMPTS:
                     raise error
             # botocore's standard mode: full jitter, doubling, capped at 20 s.

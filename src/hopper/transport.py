@@ -196,6 +196,7 @@ class _Connection:
         if scheme == "https":
             sock = _tls_context().wrap_socket(sock, server_hostname=host)
         self.sock = sock
+        self.read_timeout = read_timeout
         self.file = sock.makefile("rb")
         self.used = 0
         self.idle_since = time.monotonic()
@@ -207,11 +208,16 @@ class _Connection:
             self.sock.close()
 
     def exchange(self, head: bytes, body: bytes) -> Reply:
+        sent = time.monotonic()
         self.sock.sendall(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.sock.sendall(body)
         status_line = self.file.readline(65537)
         if not status_line:
+            # With SO_RCVTIMEO, an expired wait reads as end of file too: tell them apart by
+            # the clock, as a timed-out request did reach the server and must not be resent.
+            if time.monotonic() - sent >= self.read_timeout * 0.9:
+                raise TimeoutError("no answer within the read timeout")
             raise _Closed
         try:
             version, code, _ = status_line.decode("latin-1").split(" ", 2)
@@ -392,8 +398,10 @@ class Channel:
 # ---------------------------------------------------------------------------- error answers
 
 
-def client_error(reply: Reply, operation: str) -> Exception:
-    """The botocore ClientError boto3 would raise for this error answer."""
+def client_error(reply: Reply, operation: str, *, attempts: int = 1) -> Exception:
+    """The botocore ClientError boto3 would raise for this error answer, after `attempts`."""
+    from hopper.errors import is_retryable
+
     from botocore.exceptions import ClientError
 
     error: dict[str, Any] = {"Code": "", "Message": ""}
@@ -434,6 +442,9 @@ def client_error(reply: Reply, operation: str) -> Exception:
         "RequestId": request_id or "",
     }
     error_class: type[Exception] = ClientError
+    if is_retryable(error_class(parsed, operation)):
+        # botocore says so in the message when it stops retrying: keep the messages equal.
+        parsed["ResponseMetadata"].update(MaxAttemptsReached=True, RetryAttempts=attempts - 1)
     return error_class(parsed, operation)
 
 

@@ -1,0 +1,394 @@
+"""The fast transport and boto3 give the same items, outcomes and errors (moto over HTTP).
+
+Each test runs the same thing on `--transport boto3` and on `--transport fast` against
+ThreadedMotoServer, so the fast path goes through real sockets, and compares the two.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+from hopper import RetryPolicy, RunConfig, run
+from hopper import transport as lean
+from hopper.errors import AccessDenied, HopperError, NotFound, TransientError
+from hopper.items import Item
+from hopper.sources import S3Source
+from hopper.targets import LambdaTarget
+from hopper.transport import Channel
+
+from .faults import response, response_xml
+from .test_s3_to_lambda import AWKWARD
+
+TRANSPORTS = ("boto3", "fast")
+
+
+def listed(session: Any, transport: str, bucket: str = "bucket", **options: Any) -> list[Item]:
+    source = S3Source(bucket, boto3_session=session, transport_name=transport, **options)
+    return [item for page in source.pages() for item in page.items]
+
+
+KEYS = sorted([f"data/{i % 5}/part-{i:05}.csv" for i in range(1500)] + AWKWARD)
+
+
+@pytest.fixture(scope="module")
+def shared(moto_server: str) -> Iterator[str]:
+    """One bucket of 1512 keys (two pages) and a worker function, made once: moto over HTTP
+    runs in this process and takes seconds to take 1500 objects."""
+    import urllib.request
+
+    import boto3
+
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
+    ).read()
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    s3 = session.client("s3", endpoint_url=moto_server)
+    s3.create_bucket(Bucket="bucket")
+    for key in KEYS:
+        s3.put_object(Bucket="bucket", Key=key, Body=b"x" * (len(key) % 7))
+    iam = session.client("iam", endpoint_url=moto_server)
+    role = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    lam = session.client("lambda", endpoint_url=moto_server)
+    lam.create_function(
+        FunctionName="worker",
+        Runtime="python3.12",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": function_zip()},
+        Timeout=120,
+    )
+    yield moto_server
+
+
+def function_zip() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def session(shared: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", shared)
+    return boto3.session.Session(region_name="us-east-1")
+
+
+def test_listings_are_identical_on_both_transports(session: Any) -> None:
+    plain = listed(session, "boto3")
+    assert [item.key for item in plain] == KEYS
+    assert all(item.etag and item.last_modified and item.size is not None for item in plain)
+    # One page after another, and ranges listed at once (1512 keys: two pages).
+    assert listed(session, "fast", parallelism=1) == plain
+    assert listed(session, "fast", parallelism=8) == plain
+
+    def from_cursor(transport: str, **options: Any) -> list[Item]:
+        source = S3Source(
+            "bucket", "data", boto3_session=session, transport_name=transport, **options
+        )
+        return [item for page in source.pages("data/2/part-01000.csv") for item in page.items]
+
+    assert from_cursor("fast", parallelism=4) == from_cursor("boto3")
+
+    def folders(transport: str) -> list[Item]:
+        source = S3Source(
+            "bucket",
+            "data",
+            mode="prefixes",
+            boto3_session=session,
+            transport_name=transport,
+        )
+        return [item for page in source.pages("data/1/") for item in page.items]
+
+    assert [item.key for item in folders("fast")] == ["data/2/", "data/3/", "data/4/"]
+    assert folders("fast") == folders("boto3")
+
+
+def test_runs_are_identical_on_both_transports(session: Any) -> None:
+    outcomes = {}
+    for transport in TRANSPORTS:
+        seen: list[tuple[int, str, tuple[str, ...], list[str]]] = []
+
+        def note(outcome: Any, seen: list[Any] = seen) -> None:
+            # The worker echoes its event: its result shows what arrived.
+            arrived = [item["key"] for item in outcome.result["items"]]
+            seen.append((outcome.batch.index, outcome.status, outcome.batch.keys, arrived))
+
+        summary = run(
+            RunConfig(
+                source="s3://bucket/data/3",
+                target="worker",
+                batch_size=7,
+                concurrency=8,
+                transport=transport,
+                invocation_type="request-response",
+            ),
+            boto3_session=session,
+            on_outcome=note,
+        )
+        assert summary.status == "succeeded", summary.to_dict()
+        assert all(list(keys) == arrived for _, _, keys, arrived in seen)
+        outcomes[transport] = sorted(seen)
+    assert outcomes["fast"] == outcomes["boto3"]
+    assert len(outcomes["fast"]) == 43
+
+
+def invoke_error(session: Any, transport: str, answer: Any) -> BaseException:
+    """What one invoke raises when `answer(request)` answers it at botocore's before-send."""
+    session.events.register_first("before-send.lambda.Invoke", answer, unique_id="answer")
+    try:
+        target = LambdaTarget("worker", boto3_session=session, transport_name=transport)
+        target.prepare()
+        with pytest.raises((HopperError, TransientError)) as caught:
+            target.invoke(b"{}")
+        target.close()
+        return caught.value
+    finally:
+        session.events.unregister("before-send.lambda.Invoke", unique_id="answer")
+
+
+ANSWERS = {
+    "throttled": lambda request, **_: response(
+        request.url,
+        429,
+        "TooManyRequestsException",
+        {
+            "message": "Rate Exceeded.",
+            "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+        },
+    ),
+    "service error": lambda request, **_: response(
+        request.url, 502, "ServiceException", {"message": "boom"}
+    ),
+    "plain 500": lambda request, **_: response(request.url, 500, None, {}),
+    "access denied": lambda request, **_: response(
+        request.url, 403, "AccessDeniedException", {"message": "User is not authorized"}
+    ),
+    "gone": lambda request, **_: response(
+        request.url, 404, "ResourceNotFoundException", {"message": "Function not found: worker"}
+    ),
+    "unreachable": lambda request, **_: (_ for _ in ()).throw(
+        EndpointConnectionError(endpoint_url=request.url)
+    ),
+    "dropped": lambda request, **_: (_ for _ in ()).throw(
+        ConnectionClosedError(endpoint_url=request.url)
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(ANSWERS))
+def test_invoke_errors_map_identically(session: Any, kind: str) -> None:
+    errors = [invoke_error(session, t, ANSWERS[kind]) for t in TRANSPORTS]
+    assert type(errors[0]) is type(errors[1])
+    assert str(errors[0]) == str(errors[1])
+    assert getattr(errors[0], "may_have_run", None) == getattr(errors[1], "may_have_run", None)
+    if kind == "throttled":
+        assert "ReservedFunctionConcurrentInvocationLimitExceeded" in str(errors[1])
+    if kind == "access denied":
+        assert isinstance(errors[1], AccessDenied)
+    if kind == "gone":
+        assert isinstance(errors[1], NotFound)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (
+            403,
+            b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+            AccessDenied,
+        ),
+        (
+            404,
+            b"<Error><Code>NoSuchBucket</Code><Message>no bucket</Message><BucketName>bucket</BucketName></Error>",
+            NotFound,
+        ),
+    ],
+)
+def test_listing_errors_map_identically(
+    session: Any, status: int, body: bytes, expected: type[Exception]
+) -> None:
+    errors = []
+    for transport in TRANSPORTS:
+        calls: list[int] = []
+
+        def answer(request: Any, calls: list[int] = calls, **_: Any) -> Any:
+            calls.append(1)
+            # The second page fails: the first shows the path works, the error must still map.
+            return response_xml(request.url, status, body) if len(calls) > 1 else None
+
+        session.events.register_first("before-send.s3.ListObjectsV2", answer, unique_id="a")
+        try:
+            with pytest.raises(expected) as caught:
+                listed(session, transport, parallelism=1)
+        finally:
+            session.events.unregister("before-send.s3.ListObjectsV2", unique_id="a")
+        errors.append(caught.value)
+    assert str(errors[0]) == str(errors[1])
+
+
+def test_a_missing_bucket_is_named_on_both_transports(session: Any) -> None:
+    errors = []
+    for transport in TRANSPORTS:
+        with pytest.raises(NotFound) as caught:
+            listed(session, transport, "no-such-bucket")
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] and "no-such-bucket" in errors[0]
+
+
+def test_throttled_listing_pages_are_retried(session: Any) -> None:
+    calls = []
+
+    def slow_down(request: Any, **_: Any) -> Any:
+        calls.append(1)
+        if len(calls) in (2, 3):
+            return response_xml(
+                request.url,
+                503,
+                b"<Error><Code>SlowDown</Code><Message>Please reduce</Message></Error>",
+            )
+        return None
+
+    session.events.register_first("before-send.s3.ListObjectsV2", slow_down, unique_id="s")
+    try:
+        items = listed(session, "fast", parallelism=1)
+    finally:
+        session.events.unregister("before-send.s3.ListObjectsV2", unique_id="s")
+    assert [item.key for item in items] == KEYS
+    assert len(calls) >= 4
+
+
+# ----------------------------------------------------------------------- real socket faults
+
+
+@pytest.fixture
+def bad_server() -> Iterator[tuple[int, list[str]]]:
+    """Accepts connections; `mode[0]` says what to do: close at once, or never answer."""
+    mode = ["close"]
+    listener = socket.create_server(("127.0.0.1", 0))
+    open_sockets: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            if mode[0] == "close":
+                conn.close()
+            else:
+                open_sockets.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1], mode
+    listener.close()
+    for conn in open_sockets:
+        conn.close()
+
+
+def fast_target(session: Any, endpoint: str) -> LambdaTarget:
+    """A fast-path target aimed at `endpoint`, without prepare()'s own call to it."""
+    target = LambdaTarget("worker", boto3_session=session, transport_name="fast")
+    target._client = session.client("lambda", endpoint_url=endpoint)
+    target._channel = lean.channel(target._client, "lambda", read_timeout=0.5)
+    target._url = f"{endpoint}/2015-03-31/functions/worker/invocations"
+    return target
+
+
+def test_real_connection_failures_classify_as_botocore_ones(
+    aws_env: None, bad_server: tuple[int, list[str]]
+) -> None:
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1")
+    port, mode = bad_server
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()
+
+    with pytest.raises(TransientError) as refused:
+        fast_target(session, f"http://127.0.0.1:{dead_port}").invoke(b"{}")
+    assert refused.value.may_have_run is False
+
+    with pytest.raises(TransientError) as dropped:
+        fast_target(session, f"http://127.0.0.1:{port}").invoke(b"{}")
+    assert dropped.value.may_have_run is True
+
+    mode[0] = "hang"
+    channel_target = fast_target(session, f"http://127.0.0.1:{port}")
+    with pytest.raises(TransientError) as hung:
+        channel_target.invoke(b"{}")
+    assert hung.value.may_have_run is True and "ReadTimeoutError" in str(hung.value)
+
+
+def test_a_request_is_never_sent_twice_after_it_reached_the_server(
+    aws_env: None, bad_server: tuple[int, list[str]]
+) -> None:
+    import boto3
+
+    port, _ = bad_server
+    session = boto3.session.Session(region_name="us-east-1")
+    channel = Channel(
+        session.client("lambda", endpoint_url=f"http://127.0.0.1:{port}"),
+        credentials=session.get_credentials(),
+        signing_name="lambda",
+        region="us-east-1",
+        read_timeout=0.5,
+    )
+    with pytest.raises(ConnectionClosedError):
+        channel.send("Invoke", "POST", f"http://127.0.0.1:{port}/x", {}, b"{}")
+    channel.close()
+
+
+def test_fault_injected_run_dispatches_every_item_on_the_fast_path(session: Any) -> None:
+    from .faults import Faults
+
+    faults = Faults(0.2, kinds=("429", "500", "502", "reset"))
+    session.events.register_first("before-send.lambda.Invoke", faults, unique_id="f")
+    try:
+        summary = run(
+            RunConfig(
+                source="s3://bucket/data/0", target="worker", concurrency=8, transport="fast"
+            ),
+            boto3_session=session,
+            retry=RetryPolicy(max_attempts=12, base=0.001, cap=0.01),
+        )
+    finally:
+        session.events.unregister("before-send.lambda.Invoke", unique_id="f")
+    assert sum(faults.injected.values()) > 15
+    assert summary.counts.dispatched + summary.counts.failed == summary.counts.selected == 300
+    assert summary.counts.failed == 0, summary.failures[:3]
+
+
+def test_read_timeout_is_a_botocore_read_timeout(
+    aws_env: None, bad_server: tuple[int, list[str]]
+) -> None:
+    import boto3
+
+    port, mode = bad_server
+    mode[0] = "hang"
+    session = boto3.session.Session(region_name="us-east-1")
+    channel = Channel(
+        session.client("lambda", endpoint_url=f"http://127.0.0.1:{port}"),
+        credentials=session.get_credentials(),
+        signing_name="lambda",
+        region="us-east-1",
+        read_timeout=0.3,
+    )
+    with pytest.raises(ReadTimeoutError):
+        channel.send("Invoke", "POST", f"http://127.0.0.1:{port}/x", {}, b"{}")
+    channel.close()
