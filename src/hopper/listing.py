@@ -14,7 +14,6 @@ import logging
 import random
 import re
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -138,6 +137,8 @@ def parse_page(body: bytes, mode: str, until: str | None = None) -> ListPage:
 
 def parse_tree(body: bytes, mode: str, until: str | None = None) -> ListPage:
     """parse_page by ElementTree, for any well-formed answer."""
+    import xml.etree.ElementTree as ET
+
     # From the endpoint hopper signed for, as for botocore's own parser; expat (2.4+) caps
     # entity expansion and ElementTree resolves no external entities.
     root = ET.fromstring(body)  # noqa: S314

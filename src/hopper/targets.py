@@ -14,18 +14,15 @@ import logging
 import os
 import queue
 import re
-import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from hopper import aws, transport
@@ -39,7 +36,11 @@ from hopper.errors import (
     is_retryable,
     translate,
 )
-from hopper.localworker import WorkerSpec
+
+if TYPE_CHECKING:
+    # Local mode's module, imported when a local target is made: the Lambda handler
+    # imports this module and has no use for it.
+    from hopper.localworker import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,11 @@ class _Process:
     """One worker process, serving one invocation at a time over a socket pair."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        # Imported here: the Lambda handler imports this module and never starts a process.
+        import socket
+        import subprocess
+        from multiprocessing.connection import Connection
+
         parent, child = socket.socketpair()
         try:
             self.process = subprocess.Popen(
@@ -252,7 +258,7 @@ class _Process:
             )
         finally:
             child.close()
-        self.conn = Connection(parent.detach())
+        self.conn: Any = Connection(parent.detach())
         self.conn.send({"spec": dataclasses.asdict(spec), "sys_path": list(sys.path)})
         self.timed_out = False
         self._frames = bytearray()
@@ -298,11 +304,19 @@ class _Process:
             self.kill()
             raise WorkerLoadError(message[1])
 
+    def reap(self, timeout: float) -> int | None:
+        """Wait up to `timeout` for the process to end; its exit code, if it has."""
+        import subprocess
+
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=timeout)
+        code: int | None = self.process.returncode
+        return code
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
+        self.reap(5)
         self.conn.close()
 
 
@@ -458,9 +472,7 @@ class LocalTarget:
                 error=f"Task timed out after {self.spec.timeout:g} seconds",
             )
         # The socket closes as the process dies; wait for it to be reaped to know its code.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.process.wait(timeout=5)
-        code = process.process.returncode
+        code = process.reap(5)
         self._discard(process)
         return InvokeResult(
             ok=False,
@@ -477,8 +489,7 @@ class LocalTarget:
             with contextlib.suppress(OSError, ValueError):
                 process.conn.send(("exit",))
         for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.process.wait(timeout=2)
+            process.reap(2)
             process.kill()
 
 
@@ -506,6 +517,8 @@ def parse_target(
     transport_name: str = "auto",
 ) -> LambdaTarget | LocalTarget:
     """`lambda:NAME`, NAME, an ARN, `FILE.py:FUNC` or `python:MODULE:FUNC`."""
+    from hopper.localworker import WorkerSpec
+
     text = text.strip()
     if text.startswith("python:"):
         module, sep, function = text[len("python:") :].rpartition(":")

@@ -25,11 +25,9 @@ import hmac
 import json
 import os
 import socket
-import ssl
 import struct
 import threading
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -269,7 +267,9 @@ class _Connection:
 
 
 @functools.lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
+def _tls_context() -> Any:
+    import ssl
+
     from botocore.httpsession import get_cert_path
 
     bundle = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
@@ -353,12 +353,14 @@ class Channel:
                 if reused and not fresh:
                     continue
                 raise be.ConnectionClosedError(endpoint_url=prepared.url) from None
-            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError) as exc:
-                # SO_RCVTIMEO expired: the kernel answers EAGAIN.
+            except (OSError, ConnectionError, ValueError) as exc:
                 self._drop(connection)
-                raise be.ReadTimeoutError(endpoint_url=prepared.url, error=exc) from None
-            except (OSError, ConnectionError, ValueError):
-                self._drop(connection)
+                # SO_RCVTIMEO expired: the kernel answers EAGAIN, which TLS reports as
+                # "want read".
+                if isinstance(exc, TimeoutError | BlockingIOError) or "WantRead" in type(
+                    exc
+                ).__name__:
+                    raise be.ReadTimeoutError(endpoint_url=prepared.url, error=exc) from None
                 raise be.ConnectionClosedError(endpoint_url=prepared.url) from None
         raise be.ConnectionClosedError(endpoint_url=prepared.url)  # pragma: no cover
 
@@ -400,9 +402,9 @@ class Channel:
 
 def client_error(reply: Reply, operation: str, *, attempts: int = 1) -> Exception:
     """The botocore ClientError boto3 would raise for this error answer, after `attempts`."""
-    from hopper.errors import is_retryable
-
     from botocore.exceptions import ClientError
+
+    from hopper.errors import is_retryable
 
     error: dict[str, Any] = {"Code": "", "Message": ""}
     parsed: dict[str, Any] = {}
@@ -421,6 +423,8 @@ def client_error(reply: Reply, operation: str, *, attempts: int = 1) -> Exceptio
                 (k, v) for k, v in body.items() if k not in {"message", "Message", "__type"}
             )
     elif text.lstrip().startswith("<"):
+        import xml.etree.ElementTree as ET
+
         try:
             root = ET.fromstring(reply.body)  # noqa: S314 - see listing.parse_page
         except ET.ParseError:
