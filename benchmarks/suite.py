@@ -212,7 +212,7 @@ def p1_p2(items: int, latency_ms: int) -> None:
             f"{hopper:,.0f}/s",
             f"seed loop {seed:,.0f}/s",
             hopper / seed,
-            "≥ 50×",
+            "≥ 50x",
             hopper / seed >= 50,
         )
     )
@@ -223,7 +223,7 @@ def p1_p2(items: int, latency_ms: int) -> None:
             f"{hopper:,.0f}/s",
             f"ThreadPool(64) {pooled:,.0f}/s",
             hopper / pooled,
-            "≥ 5×",
+            "≥ 5x",
             hopper / pooled >= 5,
             [f"hopper with `--transport boto3`: {hopper_boto3:,.0f}/s"],
         )
@@ -298,7 +298,7 @@ def p3(keys: int) -> None:
             f"{keys / fast:,.0f}/s",
             f"boto3 paginator {keys / base:,.0f}/s",
             base / fast,
-            "≥ 10×",
+            "≥ 10x",
             base / fast >= 10,
             [f"with partitioned listing (16): {keys / parallel:,.0f}/s"],
         )
@@ -320,7 +320,7 @@ def p4(keys: int, page_ms: int) -> None:
             f"{parallel:.2f} s",
             f"sequential paginator {base:.2f} s",
             base / parallel,
-            "≥ 8×",
+            "≥ 8x",
             base / parallel >= 8,
             [f"{requests} list requests for {keys // 1000} pages of keys"],
         )
@@ -424,10 +424,12 @@ def p6(tasks: int) -> None:
             f"{hopper:.2f} s",
             f"ProcessPoolExecutor.map chunksize 1: {per_task:.2f} s",
             per_task / hopper,
-            "≥ 10×",
+            "≥ 10x",
             per_task / hopper >= 10,
-            [f"ratio to the chunked map (chunksize {chunk}, the ceiling, "
-             f"{chunked:.2f} s): {chunked / hopper:.2f}×"],  # fmt: skip
+            [
+                f"ratio to the chunked map (chunksize {chunk}, the ceiling, "
+                f"{chunked:.2f} s): {chunked / hopper:.2f}x"
+            ],
         )
     )
 
@@ -463,7 +465,7 @@ def p7() -> None:
             f"{first_call * 1000:.0f} ms",
             f"import boto3 {boto3 * 1000:.0f} ms",
             first_call / boto3,
-            "≤ 1.2×",
+            "≤ 1.2x",
             first_call / boto3 <= 1.2,
             [f"`import hopper.handler` alone: {handler * 1000:.0f} ms (boto3 loads on first use)"],
         )
@@ -495,7 +497,7 @@ def table() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
-        ratio = f"{row.ratio:.1f}×" if row.ratio is not None else "-"
+        ratio = f"{row.ratio:.1f}x" if row.ratio is not None else "-"
         met = "yes" if row.met else "**no**"
         what = row.what + "".join(f"<br>{note}" for note in row.notes)
         lines.append(

@@ -110,8 +110,8 @@ def _selection_options(func: F) -> F:
         click.option(
             "--list-parallelism",
             metavar="N",
-            help="S3 pages listed at once once a listing runs past its first page; "
-            f"1 lists one page after another [default: {DEFAULT_LIST_PARALLELISM}].",
+            help="How many S3 pages to list at the same time when a listing runs past its "
+            f"first page; 1 lists one page after another [default: {DEFAULT_LIST_PARALLELISM}].",
         ),
         click.option("--region", help="AWS region."),
         click.option("--profile", help="AWS named profile."),

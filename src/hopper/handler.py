@@ -44,6 +44,8 @@ ENVIRONMENT = {
     "state": "HOPPER_STATE",
     "incremental": "HOPPER_INCREMENTAL",
     "max_failures": "HOPPER_MAX_FAILURES",
+    "transport": "HOPPER_TRANSPORT",
+    "list_parallelism": "HOPPER_LIST_PARALLELISM",
 }
 MAX_HOPS_ENV = "HOPPER_MAX_HOPS"
 DEFAULT_MAX_HOPS = 100

@@ -256,9 +256,11 @@ class Partitioned:
                 self.requests += 1
                 self._busy -= 1
                 rng.busy = False
-                kept = items if hi is None or not items or items[-1].key <= hi else [
-                    item for item in items if item.key <= hi
-                ]
+                kept = (
+                    items
+                    if hi is None or not items or items[-1].key <= hi
+                    else [item for item in items if item.key <= hi]
+                )
                 finished = not truncated or last is None or (hi is not None and last >= hi)
                 if kept:
                     rng.pages.append(kept)

@@ -357,9 +357,10 @@ class Channel:
                 self._drop(connection)
                 # SO_RCVTIMEO expired: the kernel answers EAGAIN, which TLS reports as
                 # "want read".
-                if isinstance(exc, TimeoutError | BlockingIOError) or "WantRead" in type(
-                    exc
-                ).__name__:
+                if (
+                    isinstance(exc, TimeoutError | BlockingIOError)
+                    or "WantRead" in type(exc).__name__
+                ):
                     raise be.ReadTimeoutError(endpoint_url=prepared.url, error=exc) from None
                 raise be.ConnectionClosedError(endpoint_url=prepared.url) from None
         raise be.ConnectionClosedError(endpoint_url=prepared.url)  # pragma: no cover
