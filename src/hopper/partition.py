@@ -149,7 +149,7 @@ class Partitioned:
     ) -> None:
         self._fetch = fetch
         self._parallelism = parallelism
-        self._ahead = ahead if ahead is not None else 2 * parallelism
+        self._ahead = ahead if ahead is not None else parallelism
         self._ranges: list[_Range] = []
         self._lock = threading.Condition()
         self._error: BaseException | None = None
@@ -219,7 +219,7 @@ class Partitioned:
         ready = [rng for rng in self._ranges if not rng.busy and not rng.done]
         if self._buffered < self._ahead:
             return ready
-        if self._buffered >= 4 * self._ahead:
+        if self._buffered >= 2 * self._ahead:
             return ready[:1] if self._ranges and ready and ready[0] is self._ranges[0] else []
         first_buffered = next(
             (i for i, rng in enumerate(self._ranges) if rng.pages), len(self._ranges)

@@ -251,10 +251,19 @@ class _Process:
 
         parent, child = socket.socketpair()
         try:
+            # hopper itself must be importable there even when this process found it
+            # through a path it added at run time.
+            paths = [p for p in sys.path if isinstance(p, str) and p]
+            inherited = os.environ.get("PYTHONPATH")
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([*paths, *([inherited] if inherited else [])]),
+            }
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "hopper.localworker", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
+                env=env,
             )
         finally:
             child.close()
