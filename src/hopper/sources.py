@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hopper import aws, transport
-from hopper.errors import InvalidInput, translate
+from hopper.errors import InvalidInput, error_code, translate
 from hopper.items import Item, Page, Skipped
 from hopper.listing import FastLister, ListPage, page_from_response
 from hopper.partition import Partitioned
@@ -31,6 +31,15 @@ STATE_PREFIX = "_hopper/"
 # Greater than any character a key can hold after a prefix: "after this prefix" in prefixes
 # mode means after every key under it, or S3 would roll the rest of that prefix up again.
 _AFTER_PREFIX = "\U0010ffff"
+# S3's answers for "this bucket is in another region".
+_REDIRECTS = frozenset(
+    {
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "IllegalLocationConstraintException",
+        "301",
+    }
+)
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
@@ -121,7 +130,15 @@ class S3Source:
             yield from self._paginated(begin)
             return
         try:
-            page = lister.page(start_after=begin)
+            try:
+                page = lister.page(start_after=begin)
+            except aws.boto_errors() as exc:
+                if error_code(exc) not in _REDIRECTS:
+                    raise
+                # The bucket lives in another region: botocore's redirector knows the way.
+                log.info("s3://%s answered %s; listing with boto3", self.bucket, error_code(exc))
+                yield from self._paginated(begin)
+                return
             yield Page(items=tuple(_after(page, begin)))
             if not page.truncated:
                 return

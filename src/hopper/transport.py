@@ -172,6 +172,16 @@ class Signer:
 # ------------------------------------------------------------------------------------ HTTP
 
 
+@functools.lru_cache(maxsize=1)
+def _user_agent() -> str:
+    """Says who sent the request, as boto3's does, in the service's logs."""
+    import botocore
+
+    from hopper import __version__
+
+    return f"hopper/{__version__} (fast transport) botocore/{botocore.__version__}"
+
+
 class _Closed(Exception):
     """The server closed the connection before a byte of the answer arrived."""
 
@@ -297,6 +307,7 @@ class Channel:
         self._events = client.meta.events
         self._service_id = client.meta.service_model.service_id.hyphenize()
         self._signer = Signer(credentials, signing_name, region, s3=s3)
+        self._user_agent = _user_agent()
         self.read_timeout = read_timeout
         self._connect_timeout = connect_timeout
         self._local = threading.local()
@@ -310,6 +321,7 @@ class Channel:
         from botocore.awsrequest import AWSPreparedRequest
 
         signed = self._signer.sign(method, url, headers, body)
+        signed["User-Agent"] = self._user_agent
         prepared = AWSPreparedRequest(method, url, signed, body, False)
         answered = self._events.emit_until_response(
             f"before-send.{self._service_id}.{operation}", request=prepared

@@ -392,3 +392,27 @@ def test_read_timeout_is_a_botocore_read_timeout(
     with pytest.raises(ReadTimeoutError):
         channel.send("Invoke", "POST", f"http://127.0.0.1:{port}/x", {}, b"{}")
     channel.close()
+
+
+def test_a_bucket_in_another_region_is_listed_through_botocore_redirects(session: Any) -> None:
+    redirected = []
+
+    def elsewhere(request: Any, **_: Any) -> Any:
+        # Only hopper's own requests go to "another region"; boto3's redirector follows.
+        if "(fast transport)" not in str(request.headers.get("User-Agent", "")):
+            return None
+        redirected.append(request.url)
+        return response_xml(
+            request.url,
+            301,
+            b"<Error><Code>PermanentRedirect</Code><Message>use the other endpoint</Message>"
+            b"<Endpoint>bucket.s3.eu-west-1.amazonaws.com</Endpoint></Error>",
+        )
+
+    session.events.register_first("before-send.s3.ListObjectsV2", elsewhere, unique_id="r")
+    try:
+        items = listed(session, "fast")
+    finally:
+        session.events.unregister("before-send.s3.ListObjectsV2", unique_id="r")
+    assert len(redirected) == 1
+    assert [item.key for item in items] == KEYS
