@@ -443,6 +443,50 @@ def p6(tasks: int) -> None:
     )
 
 
+# ----------------------------------------------------------------------- more processes
+
+_CHILD = """
+import json, sys, time
+from hopper import RunConfig, run
+include = tuple(sys.argv[1].split(",")) if sys.argv[1] else ()
+started = time.perf_counter()
+summary = run(RunConfig(source="s3://bucket", target="lambda:stub", concurrency=int(sys.argv[2]),
+                        include=include))
+print(json.dumps({"n": summary.counts.dispatched, "s": time.perf_counter() - started}))
+"""
+
+
+def processes(items: int, latency_ms: int) -> None:
+    """Would dispatching from two processes help? Two runs over halves of the keys at once,
+    against one run over all of them (issue 5, section 5: measure before building it)."""
+    say("one process or two ...")
+
+    def start(include: str, concurrency: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD, include, str(concurrency)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def rate(children: list[subprocess.Popen[str]]) -> float:
+        results = [json.loads(child.communicate()[0]) for child in children]
+        assert sum(r["n"] for r in results) == items
+        return items / max(r["s"] for r in results)
+
+    halves = [
+        ",".join(f"day={d:02}/*" for d in range(0, 5)),
+        ",".join(f"day={d:02}/*" for d in range(5, 10)),
+    ]
+    with stub(keys=items, invoke_ms=latency_ms):
+        one = rate([start("", 64)])
+        one_wide = rate([start("", 128)])
+        two = rate([start(halves[0], 64), start(halves[1], 64)])
+    EXTRA.append(
+        f"- One process or two ({items:,} one-item invokes at {latency_ms} ms): one process "
+        f"{one:,.0f}/s at concurrency 64 and {one_wide:,.0f}/s at 128; two processes, 64 each, "
+        f"over halves of the keys: {two:,.0f}/s together ({two / one:.2f}x one process)."
+    )
+
+
 # ---------------------------------------------------------------------------------------- P7
 
 
@@ -558,12 +602,13 @@ STEPS: dict[str, Callable[[], None]] = {
     "P5": lambda: p5(1_000_000),
     "P6": lambda: p6(10_000),
     "P7": p7,
+    "processes": lambda: processes(20_000, 20),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--only", help="comma-separated steps: ceiling,P1,P3,P4,P5,P6,P7")
+    parser.add_argument("--only", help="comma-separated steps: ceiling,P1,P3,P4,P5,P6,P7,processes")
     parser.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.md")
     parser.add_argument("--p5-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
