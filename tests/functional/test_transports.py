@@ -86,12 +86,34 @@ def session(shared: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     return boto3.session.Session(region_name="us-east-1")
 
 
+class Senders:
+    """Counts the requests each path sent, by the User-Agent the fast transport sets."""
+
+    def __init__(self, session: Any) -> None:
+        self.fast: list[str] = []
+        self.boto3: list[str] = []
+        session.events.register("before-send", self)
+
+    def __call__(self, request: Any, **_: Any) -> None:
+        fast = "(fast transport)" in str(request.headers.get("User-Agent", ""))
+        (self.fast if fast else self.boto3).append(request.url)
+
+    def clear(self) -> None:
+        self.fast.clear()
+        self.boto3.clear()
+
+
 def test_listings_are_identical_on_both_transports(session: Any) -> None:
+    senders = Senders(session)
     plain = listed(session, "boto3")
+    assert senders.fast == [] and len(senders.boto3) == 2
+    senders.clear()
+    assert listed(session, "fast", parallelism=1) == plain
+    # Every page went the fast way: two pages, and not one request of boto3's own.
+    assert len(senders.fast) == 2 and senders.boto3 == []
     assert [item.key for item in plain] == KEYS
     assert all(item.etag and item.last_modified and item.size is not None for item in plain)
-    # One page after another, and ranges listed at once (1512 keys: two pages).
-    assert listed(session, "fast", parallelism=1) == plain
+    # Ranges listed at once (1512 keys: two pages, one folder listing, probes past the end).
     assert listed(session, "fast", parallelism=8) == plain
 
     def from_cursor(transport: str, **options: Any) -> list[Item]:
@@ -117,6 +139,7 @@ def test_listings_are_identical_on_both_transports(session: Any) -> None:
 
 
 def test_runs_are_identical_on_both_transports(session: Any) -> None:
+    senders = Senders(session)
     outcomes = {}
     for transport in TRANSPORTS:
         seen: list[tuple[int, str, tuple[str, ...], list[str]]] = []
@@ -142,6 +165,14 @@ def test_runs_are_identical_on_both_transports(session: Any) -> None:
         assert all(list(keys) == arrived for _, _, keys, arrived in seen)
         outcomes[transport] = sorted(seen)
     assert outcomes["fast"] == outcomes["boto3"]
+
+    # 43 invokes and one list page each way: the fast run sent none of them through boto3
+    # (its boto3 calls are the function's configuration, whose timeout bounds a read).
+    def count(urls: list[str], part: str) -> int:
+        return sum(1 for url in urls if part in url)
+
+    assert count(senders.fast, "/invocations") == count(senders.boto3, "/invocations") == 43
+    assert count(senders.fast, "list-type=2") == count(senders.boto3, "list-type=2") == 1
     assert len(outcomes["fast"]) == 43
 
 
