@@ -160,12 +160,7 @@ def _invoke(handler: Handler, spec: WorkerSpec, payload: bytes, request_id: str)
 
 
 def main(argv: list[str]) -> None:
-    """`python -m hopper.localworker FD`: serve on the socket FD the parent passed.
-
-    A plain interpreter rather than multiprocessing's spawn: it does not re-run the parent's
-    __main__ (a user's script, or the CLI with click and rich), so a worker starts in about
-    50 ms and a script calling hopper.run() needs no `if __name__ == "__main__"` guard.
-    """
+    """`python -m hopper.localworker FD`: serve on the socket FD the parent passed."""
     from multiprocessing.connection import Connection
 
     conn = Connection(int(argv[1]))

@@ -244,30 +244,9 @@ class _Process:
     """One worker process, serving one invocation at a time over a socket pair."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        # Imported here: the Lambda handler imports this module and never starts a process.
-        import socket
-        import subprocess
-        from multiprocessing.connection import Connection
+        from hopper.spawn import spawn
 
-        parent, child = socket.socketpair()
-        try:
-            # hopper itself must be importable there even when this process found it
-            # through a path it added at run time.
-            paths = [p for p in sys.path if isinstance(p, str) and p]
-            inherited = os.environ.get("PYTHONPATH")
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([*paths, *([inherited] if inherited else [])]),
-            }
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "hopper.localworker", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        finally:
-            child.close()
-        self.conn: Any = Connection(parent.detach())
+        self.process, self.conn = spawn("hopper.localworker")
         self.conn.send({"spec": dataclasses.asdict(spec), "sys_path": list(sys.path)})
         self.timed_out = False
         self._frames = bytearray()
