@@ -102,18 +102,21 @@ def test_prefixes_mode_reads_common_prefixes_and_the_greater_end() -> None:
 
 
 @pytest.mark.parametrize(
-    ("first", "last", "hi"),
+    ("first", "last", "hi", "expected"),
     [
-        ("day=00/part 00000000", "day=00/part 00009990", None),
-        ("obj-0000000", "obj-0000999", "obj-0100000"),
-        ("0a1b2c", "0f9e8d", None),
-        ("données/一", "données/丁", None),
+        ("day=00/part 00000000", "day=00/part 00009990", None, 10),
+        ("obj-0000000", "obj-0000999", "obj-0100000", 10),
+        ("0a1b2c", "0f9e8d", None, 10),
+        ("obj-0000000", "obj-0000999", "obj-0005000", 2),
+        # Non-ASCII where keys differ: no prediction, only folder cuts split such a listing.
+        ("données/一", "données/丁", None, 0),
     ],
 )
 def test_predicted_boundaries_rise_after_the_page_and_stop_before_hi(
-    first: str, last: str, hi: str | None
+    first: str, last: str, hi: str | None, expected: int
 ) -> None:
     cuts = predict([first, last], hi, 10)
+    assert len(cuts) == expected
     assert cuts == sorted(set(cuts))
     assert all(cut > last for cut in cuts)
     assert hi is None or all(cut < hi for cut in cuts)
