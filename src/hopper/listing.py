@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import logging
-import random
 import re
 import time
 from dataclasses import dataclass
@@ -20,12 +19,15 @@ from typing import Any
 from urllib.parse import quote, unquote, unquote_plus, urlencode
 
 from hopper import transport
+from hopper.dispatch import RetryPolicy
 from hopper.errors import is_retryable
 from hopper.items import Item
 
 log = logging.getLogger(__name__)
 
 LIST_MAX_ATTEMPTS = 10
+# As botocore's standard mode backs off: full jitter, doubling, capped at 20 s.
+_BACKOFF = RetryPolicy(max_attempts=LIST_MAX_ATTEMPTS, base=0.5, cap=20.0)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
@@ -271,13 +273,12 @@ class FastLister:
             try:
                 reply = self._channel.send("ListObjectsV2", "GET", url, {})
             except (be.ConnectionError, be.HTTPClientError):
-                if attempt >= LIST_MAX_ATTEMPTS:
+                if attempt >= _BACKOFF.max_attempts:
                     raise
             else:
                 if reply.status < 300:
                     return parse_page(reply.body, mode, until)
                 error = transport.client_error(reply, "ListObjectsV2", attempts=attempt)
-                if not is_retryable(error) or attempt >= LIST_MAX_ATTEMPTS:
+                if not is_retryable(error) or attempt >= _BACKOFF.max_attempts:
                     raise error
-            # botocore's standard mode: full jitter, doubling, capped at 20 s.
-            time.sleep(random.uniform(0, min(20.0, 0.5 * 2 ** (attempt - 1))))
+            time.sleep(_BACKOFF.delay(attempt))

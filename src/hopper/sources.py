@@ -109,13 +109,13 @@ class S3Source:
                 exc, operation="ListObjectsV2", resource=f"bucket {self.bucket}"
             ) from None
 
-    def _paginated(self, begin: str | None, token: str | None = None) -> Iterator[Page]:
+    def _paginated(self, begin: str | None) -> Iterator[Page]:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Prefix": self.prefix,
             # Keys may hold characters XML 1.0 cannot carry; S3 URL-encodes them for us.
             "EncodingType": "url",
-            "PaginationConfig": {"PageSize": PAGE_SIZE, "StartingToken": token},
+            "PaginationConfig": {"PageSize": PAGE_SIZE},
         }
         if self.mode == "prefixes":
             params["Delimiter"] = "/"
