@@ -155,8 +155,6 @@ class Partitioned:
         self._error: BaseException | None = None
         self._closed = False
         self._buffered = 0
-        self._busy = 0
-        self.requests = 0
         # Known boundaries first (the folders of the listing, when it has them), then the
         # first page (already listed by the caller) predicts where its neighbours end.
         bounds = sorted({cut for cut in cuts if cut > after})
@@ -224,7 +222,11 @@ class Partitioned:
         first_buffered = next(
             (i for i, rng in enumerate(self._ranges) if rng.pages), len(self._ranges)
         )
-        return [rng for rng in ready if self._ranges.index(rng) <= first_buffered]
+        return [
+            rng
+            for i, rng in enumerate(self._ranges)
+            if i <= first_buffered and not rng.busy and not rng.done
+        ]
 
     def _next(self) -> _Range | None:
         ready = self._fetchable()
@@ -243,7 +245,6 @@ class Partitioned:
                         return
                     self._lock.wait()
                 rng.busy = True
-                self._busy += 1
                 lo, hi = rng.lo, rng.hi
             try:
                 items, last, truncated = self._fetch(lo, hi)
@@ -253,8 +254,6 @@ class Partitioned:
                     self._lock.notify_all()
                 return
             with self._lock:
-                self.requests += 1
-                self._busy -= 1
                 rng.busy = False
                 kept = (
                     items
@@ -270,7 +269,8 @@ class Partitioned:
                 else:
                     assert last is not None
                     rng.lo = last
-                    idle = self._parallelism - self._busy - len(self._fetchable())
+                    busy = sum(1 for other in self._ranges if other.busy)
+                    idle = self._parallelism - busy - len(self._fetchable())
                     if idle > 0 and items:
                         self._split(rng, [*(item.key for item in items), last], idle + 1)
                 self._lock.notify_all()
