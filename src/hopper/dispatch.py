@@ -207,6 +207,15 @@ class Dispatcher:
             self._fatal = exc
         self._halt.set()
 
+    def _event(self, batch: Batch, attempt: int) -> bytes:
+        return encode_event(
+            batch=batch,
+            run_id=self.run_id,
+            attempt=attempt,
+            payload=self.payload,
+            bucket=self.bucket,
+        )
+
     def _deliver_chunk(
         self, chunk: list[Batch], report: Callable[[Iterable[Outcome]], None]
     ) -> None:
@@ -217,12 +226,7 @@ class Dispatcher:
             return
         # Only local targets take chunks; they report every failure as a result and raise
         # only what stops the run (the worker cannot be loaded).
-        bodies = [
-            encode_event(
-                batch=batch, run_id=self.run_id, attempt=1, payload=self.payload, bucket=self.bucket
-            )
-            for batch in chunk
-        ]
+        bodies = [self._event(batch, 1) for batch in chunk]
 
         reported: set[int] = set()
 
@@ -249,13 +253,7 @@ class Dispatcher:
         attempt = 0
         while True:
             attempt += 1
-            body = encode_event(
-                batch=batch,
-                run_id=self.run_id,
-                attempt=attempt,
-                payload=self.payload,
-                bucket=self.bucket,
-            )
+            body = self._event(batch, attempt)
             try:
                 answer = self.target.invoke(body)
             except TransientError as exc:

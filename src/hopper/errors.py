@@ -153,9 +153,15 @@ RETRYABLE_CODES = frozenset(
 
 def is_retryable(exc: BaseException) -> bool:
     """A botocore ClientError for throttling (429) or a service failure (5xx)."""
-    response = getattr(exc, "response", None) or {}
+    response = getattr(exc, "response", None)
+    return is_retryable_response(response if isinstance(response, dict) else {})
+
+
+def is_retryable_response(response: dict[str, Any]) -> bool:
+    """is_retryable, for the response a ClientError is made from."""
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return error_code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in RETRYABLE_CODES or status == 429 or status >= 500
 
 
 def is_fatal_code(code: str) -> bool:

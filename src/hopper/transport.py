@@ -417,7 +417,7 @@ def client_error(reply: Reply, operation: str, *, attempts: int = 1) -> Exceptio
     """The botocore ClientError boto3 would raise for this error answer, after `attempts`."""
     from botocore.exceptions import ClientError
 
-    from hopper.errors import is_retryable
+    from hopper.errors import is_retryable_response
 
     error: dict[str, Any] = {"Code": "", "Message": ""}
     parsed: dict[str, Any] = {}
@@ -458,10 +458,10 @@ def client_error(reply: Reply, operation: str, *, attempts: int = 1) -> Exceptio
         "HTTPHeaders": reply.headers,
         "RequestId": request_id or "",
     }
-    error_class: type[Exception] = ClientError
-    if is_retryable(error_class(parsed, operation)):
+    if is_retryable_response(parsed):
         # botocore says so in the message when it stops retrying: keep the messages equal.
         parsed["ResponseMetadata"].update(MaxAttemptsReached=True, RetryAttempts=attempts - 1)
+    error_class: type[Exception] = ClientError
     return error_class(parsed, operation)
 
 

@@ -330,6 +330,20 @@ def bad_server() -> Iterator[tuple[int, list[str]]]:
         conn.close()
 
 
+def channel_to(port: int, *, read_timeout: float) -> Channel:
+    """A fast-transport channel to a local port, signing for Lambda."""
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1")
+    return Channel(
+        session.client("lambda", endpoint_url=f"http://127.0.0.1:{port}"),
+        credentials=session.get_credentials(),
+        signing_name="lambda",
+        region="us-east-1",
+        read_timeout=read_timeout,
+    )
+
+
 def fast_target(session: Any, endpoint: str) -> LambdaTarget:
     """A fast-path target aimed at `endpoint`, without prepare()'s own call to it."""
     target = LambdaTarget("worker", boto3_session=session, transport_name="fast")
@@ -369,17 +383,8 @@ def test_real_connection_failures_classify_as_botocore_ones(
 def test_a_request_is_never_sent_twice_after_it_reached_the_server(
     aws_env: None, bad_server: tuple[int, list[str]]
 ) -> None:
-    import boto3
-
     port, _ = bad_server
-    session = boto3.session.Session(region_name="us-east-1")
-    channel = Channel(
-        session.client("lambda", endpoint_url=f"http://127.0.0.1:{port}"),
-        credentials=session.get_credentials(),
-        signing_name="lambda",
-        region="us-east-1",
-        read_timeout=0.5,
-    )
+    channel = channel_to(port, read_timeout=0.5)
     with pytest.raises(ConnectionClosedError):
         channel.send("Invoke", "POST", f"http://127.0.0.1:{port}/x", {}, b"{}")
     channel.close()
@@ -408,18 +413,9 @@ def test_fault_injected_run_dispatches_every_item_on_the_fast_path(session: Any)
 def test_read_timeout_is_a_botocore_read_timeout(
     aws_env: None, bad_server: tuple[int, list[str]]
 ) -> None:
-    import boto3
-
     port, mode = bad_server
     mode[0] = "hang"
-    session = boto3.session.Session(region_name="us-east-1")
-    channel = Channel(
-        session.client("lambda", endpoint_url=f"http://127.0.0.1:{port}"),
-        credentials=session.get_credentials(),
-        signing_name="lambda",
-        region="us-east-1",
-        read_timeout=0.3,
-    )
+    channel = channel_to(port, read_timeout=0.3)
     with pytest.raises(ReadTimeoutError):
         channel.send("Invoke", "POST", f"http://127.0.0.1:{port}/x", {}, b"{}")
     channel.close()
