@@ -7,13 +7,17 @@ that stops early has settled a contiguous run of batches: the cursor follows fro
 
 from __future__ import annotations
 
+import functools
+import heapq
+import itertools
 import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hopper.batching import Oversize
 from hopper.errors import HopperError, TransientError
@@ -116,6 +120,10 @@ class Dispatcher:
         """
         result = DispatchResult()
         planned: Iterator[Batch | Oversize] = iter(plan)
+        open_stream = getattr(self.target, "multiplexer", None)
+        stream = open_stream(self.concurrency) if open_stream is not None else None
+        if stream is not None:
+            return self._run_multiplexed(planned, on_outcome, stream, result)
         take_lock = threading.Lock()
         report_lock = threading.Lock()
         chunking = getattr(self.target, "chunk_size", None)
@@ -132,15 +140,8 @@ class Dispatcher:
             nonlocal finished
             if finished or crashed:
                 return []
-            if self._fatal is not None:
+            if not self._may_take(result):
                 finished = True
-                return []
-            stop = self.should_stop() if self.should_stop else None
-            if stop:
-                result.stopped, finished = stop, True
-                return []
-            if self._past_deadline():
-                result.deadline_reached, finished = True, True
                 return []
             chunk: list[Batch] = []
             want = chunking() if chunking is not None else 1
@@ -150,16 +151,7 @@ class Dispatcher:
                 while len(chunk) < want:
                     step = next(planned)
                     if isinstance(step, Oversize):
-                        report(
-                            [
-                                Outcome(
-                                    step.batch,
-                                    FAILED,
-                                    error_type="PayloadTooLarge",
-                                    error=step.reason,
-                                )
-                            ]
-                        )
+                        report([_oversize(step)])
                         continue
                     chunk.append(step)
             except StopIteration:
@@ -253,50 +245,274 @@ class Dispatcher:
         attempt = 0
         while True:
             attempt += 1
-            body = self._event(batch, attempt)
+            call = functools.partial(self.target.invoke, self._event(batch, attempt))
+            step = self._settle(batch, attempt, call)
+            if isinstance(step, Outcome):
+                return step
+            if self._halt.wait(step):
+                return Outcome(batch, NOT_DISPATCHED, attempt, error="run stopped")
+
+    def _settle(
+        self, batch: Batch, attempt: int, answer: Callable[[], InvokeResult]
+    ) -> Outcome | float:
+        """The outcome of one attempt, whose result `answer()` gives or raises; or, when it
+        is to be repeated, the pause before the next attempt."""
+        try:
+            return _answered(batch, attempt, answer())
+        except TransientError as exc:
+            if exc.may_have_run and not self.target.repeat_safe:
+                return Outcome(
+                    batch,
+                    FAILED,
+                    attempt,
+                    error_type="Ambiguous",
+                    error=f"{exc.message}; not repeated, the worker may already have run",
+                )
+            if attempt >= self.retry.max_attempts:
+                return Outcome(
+                    batch,
+                    FAILED,
+                    attempt,
+                    error_type="RetriesExhausted",
+                    error=f"gave up after {attempt} attempts: {exc.message}",
+                )
+            pause = self.retry.delay(attempt)
+            if self._past_deadline(pause):
+                return Outcome(
+                    batch,
+                    NOT_DISPATCHED,
+                    attempt,
+                    error_type="Deadline",
+                    error=f"deadline reached while retrying: {exc.message}",
+                )
+            log.debug("batch %d attempt %d: %s; retrying", batch.index, attempt, exc)
+            return pause
+        except HopperError as exc:
+            self._fail(exc)
+            return Outcome(
+                batch, NOT_DISPATCHED, attempt, error_type=type(exc).__name__, error=str(exc)
+            )
+        except Exception as exc:
+            log.exception("batch %d: unexpected error", batch.index)
+            return Outcome(batch, FAILED, attempt, error_type=type(exc).__name__, error=str(exc))
+
+    def _may_take(self, result: DispatchResult) -> bool:
+        """Whether another batch may start; if not, `result` says why."""
+        if self._fatal is not None:
+            return False
+        stop = self.should_stop() if self.should_stop else None
+        if stop:
+            result.stopped = stop
+            return False
+        if self._past_deadline():
+            result.deadline_reached = True
+            return False
+        return True
+
+    def _run_multiplexed(
+        self,
+        planned: Iterator[Batch | Oversize],
+        on_outcome: Callable[[Outcome], None],
+        stream: Stream,
+        result: DispatchResult,
+    ) -> DispatchResult:
+        """One thread keeps `concurrency` invokes in flight over non-blocking connections.
+
+        The plan is read by a feeder thread a little ahead (two windows), so a list page that
+        takes 80 ms never stalls the answers already arriving.
+        """
+        feed = _Feed(planned, max(2 * self.concurrency, 32), stream.wake)
+        feed.start()
+        crashed: list[BaseException] = []
+
+        def serve() -> None:
             try:
-                answer = self.target.invoke(body)
-            except TransientError as exc:
-                if exc.may_have_run and not self.target.repeat_safe:
-                    return Outcome(
-                        batch,
-                        FAILED,
-                        attempt,
-                        error_type="Ambiguous",
-                        error=f"{exc.message}; not repeated, the worker may already have run",
-                    )
-                if attempt >= self.retry.max_attempts:
-                    return Outcome(
-                        batch,
-                        FAILED,
-                        attempt,
-                        error_type="RetriesExhausted",
-                        error=f"gave up after {attempt} attempts: {exc.message}",
-                    )
-                pause = self.retry.delay(attempt)
-                if self._past_deadline(pause):
-                    return Outcome(
-                        batch,
-                        NOT_DISPATCHED,
-                        attempt,
-                        error_type="Deadline",
-                        error=f"deadline reached while retrying: {exc.message}",
-                    )
-                log.debug("batch %d attempt %d: %s; retrying", batch.index, attempt, exc)
-                if self._halt.wait(pause):
-                    return Outcome(batch, NOT_DISPATCHED, attempt, error="run stopped")
-                continue
-            except HopperError as exc:
-                self._fail(exc)
-                return Outcome(
-                    batch, NOT_DISPATCHED, attempt, error_type=type(exc).__name__, error=str(exc)
+                self._loop(feed, on_outcome, stream, result)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                crashed.append(exc)
+            finally:
+                feed.close()
+                stream.close()
+
+        thread = threading.Thread(target=serve, name="hopper-dispatch", daemon=True)
+        thread.start()
+        try:
+            thread.join()
+        except BaseException:
+            # Ctrl-C in the caller: start nothing more, let those in flight settle.
+            self._halt.set()
+            stream.wake()
+            thread.join()
+            raise
+        if crashed:
+            raise crashed[0]
+        result.fatal = self._fatal
+        return result
+
+    def _loop(
+        self,
+        feed: _Feed,
+        report: Callable[[Outcome], None],
+        stream: Stream,
+        result: DispatchResult,
+    ) -> None:
+        flying: dict[int, tuple[Batch, int]] = {}
+        # (due, token, batch, next attempt): transient failures waiting out their backoff.
+        waiting: list[tuple[float, int, Batch, int]] = []
+        tokens = itertools.count()
+        taking = True
+
+        def begin(batch: Batch, attempt: int) -> None:
+            token = next(tokens)
+            flying[token] = (batch, attempt)
+            stream.start(token, self._event(batch, attempt))
+
+        while True:
+            halted = self._halt.is_set()
+            while waiting and not halted and len(flying) < self.concurrency:
+                if waiting[0][0] > self.clock():
+                    break
+                _, _, batch, attempt = heapq.heappop(waiting)
+                begin(batch, attempt)
+            while taking and len(flying) < self.concurrency:
+                if halted or not self._may_take(result):
+                    taking = False
+                    break
+                step = feed.take()
+                if step is None:
+                    if feed.finished:
+                        taking = False
+                        if feed.error is None:
+                            result.exhausted = True
+                        elif isinstance(feed.error, HopperError):
+                            self._fail(feed.error)
+                        else:
+                            raise feed.error
+                    break
+                if isinstance(step, Oversize):
+                    report(_oversize(step))
+                    continue
+                begin(step, 1)
+            if halted:
+                for _, _, batch, attempt in waiting:
+                    report(Outcome(batch, NOT_DISPATCHED, attempt - 1, error="run stopped"))
+                waiting.clear()
+            if not flying and not waiting and not taking:
+                break
+            timeout = 0.1
+            if waiting:
+                timeout = min(timeout, max(0.0, waiting[0][0] - self.clock()))
+            hungry = taking and len(flying) < self.concurrency
+            if hungry and feed.want():
+                timeout = 0.0
+            for token, answer in stream.wait(timeout):
+                batch, attempt = flying.pop(token)
+                settled = self._settle(batch, attempt, answer)
+                if isinstance(settled, Outcome):
+                    report(settled)
+                else:
+                    heapq.heappush(waiting, (self.clock() + settled, token, batch, attempt + 1))
+            feed.hungry = False
+        # What the feeder read ahead and nothing started: the cursor stops before it.
+        feed.close()
+        for step in feed.rest():
+            if isinstance(step, Oversize):
+                report(_oversize(step))
+            else:
+                report(
+                    Outcome(step, NOT_DISPATCHED, 0, error="run stopped before this batch started")
                 )
-            except Exception as exc:
-                log.exception("batch %d: unexpected error", batch.index)
-                return Outcome(
-                    batch, FAILED, attempt, error_type=type(exc).__name__, error=str(exc)
-                )
-            return _answered(batch, attempt, answer)
+
+
+class Stream(Protocol):
+    """Invokes in flight from one thread: what a target's `multiplexer(limit)` returns."""
+
+    def start(self, token: int, payload: bytes) -> None: ...
+
+    def wait(self, timeout: float) -> list[tuple[int, Callable[[], InvokeResult]]]: ...
+
+    def wake(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Feed:
+    """Reads the plan on its own thread, at most `bound` steps ahead of dispatch.
+
+    Steps pass through a deque, whose append and popleft need no lock; the reader sleeps
+    when the deque is full, and wakes the dispatch loop only when that loop said it is
+    waiting for work (`hungry`).
+    """
+
+    def __init__(
+        self, plan: Iterator[Batch | Oversize], bound: int, wake: Callable[[], None]
+    ) -> None:
+        self._plan = plan
+        self._bound = bound
+        self._wake = wake
+        self._steps: deque[Batch | Oversize] = deque()
+        self._room = threading.Event()
+        self._closing = False
+        self.hungry = False
+        self.finished = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, name="hopper-plan", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for step in self._plan:
+                self._steps.append(step)
+                if self.hungry:
+                    self.hungry = False
+                    self._wake()
+                if len(self._steps) >= self._bound:
+                    self._room.clear()
+                    if len(self._steps) >= self._bound:
+                        self._room.wait()
+                if self._closing:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the dispatch loop
+            self.error = exc
+        finally:
+            self.finished = True
+            self._wake()
+
+    def take(self) -> Batch | Oversize | None:
+        """The next step, or None if none is ready (see `finished`)."""
+        if not self._steps:
+            return None
+        step = self._steps.popleft()
+        if len(self._steps) <= self._bound // 2 and not self._room.is_set():
+            self._room.set()
+        return step
+
+    def want(self) -> bool:
+        """Says the loop is about to wait for work; True if work (or the end) is already here.
+        `finished` is read after the deque, as the reader sets it after its last append."""
+        self.hungry = True
+        ready = bool(self._steps) or self.finished
+        if ready:
+            self.hungry = False
+        return ready
+
+    def close(self) -> None:
+        """Stops the reader and waits for it, so that the plan is no longer in use."""
+        self._closing = True
+        self._room.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def rest(self) -> list[Batch | Oversize]:
+        steps = list(self._steps)
+        self._steps.clear()
+        return steps
+
+
+def _oversize(step: Oversize) -> Outcome:
+    return Outcome(step.batch, FAILED, error_type="PayloadTooLarge", error=step.reason)
 
 
 def _answered(batch: Batch, attempt: int, answer: InvokeResult) -> Outcome:

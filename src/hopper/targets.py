@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -151,13 +152,38 @@ class LambdaTarget:
             )
 
     def invoke(self, payload: bytes) -> InvokeResult:
+        if self._channel is not None:
+            channel = self._channel
+            return self._classify(lambda: self._unpack(channel.send(*self._request(payload))))
+        return self._classify(lambda: self._invoke_boto3(payload))
+
+    def multiplexer(self, limit: int) -> _LambdaStream | None:
+        """Many invokes in flight from one thread (the fast transport only), else None."""
+        if self._channel is None:
+            return None
+        from hopper.mux import Mux
+
+        return _LambdaStream(self, Mux(self._channel, limit))
+
+    def finish(self, answer: transport.Reply | Exception) -> InvokeResult:
+        """Judges a multiplexed invoke's answer exactly as invoke() judges its own."""
+        return self._classify(lambda: self._unpack(answer))
+
+    def _request(self, payload: bytes) -> tuple[str, str, str, dict[str, str], bytes]:
+        assert self._url is not None
+        return (
+            "Invoke",
+            "POST",
+            self._url,
+            {"X-Amz-Invocation-Type": self._invocation_type},
+            payload,
+        )
+
+    def _classify(self, call: Callable[[], tuple[str | None, str | None, bytes]]) -> InvokeResult:
         import botocore.exceptions
 
         try:
-            if self._channel is not None:
-                request_id, function_error, raw = self._invoke_fast(payload)
-            else:
-                request_id, function_error, raw = self._invoke_boto3(payload)
+            request_id, function_error, raw = call()
         except botocore.exceptions.ClientError as exc:
             code = error_code(exc)
             if is_retryable(exc):
@@ -199,17 +225,15 @@ class LambdaTarget:
             body.read() if body is not None else b"",
         )
 
-    def _invoke_fast(self, payload: bytes) -> tuple[str | None, str | None, bytes]:
-        assert self._channel is not None and self._url is not None
-        reply = self._channel.send(
-            "Invoke", "POST", self._url, {"X-Amz-Invocation-Type": self._invocation_type}, payload
-        )
-        if reply.status >= 300:
-            raise transport.client_error(reply, "Invoke")
+    def _unpack(self, answer: transport.Reply | Exception) -> tuple[str | None, str | None, bytes]:
+        if isinstance(answer, Exception):
+            raise answer
+        if answer.status >= 300:
+            raise transport.client_error(answer, "Invoke")
         return (
-            reply.headers.get("x-amzn-requestid"),
-            reply.headers.get("x-amz-function-error"),
-            reply.body,
+            answer.headers.get("x-amzn-requestid"),
+            answer.headers.get("x-amz-function-error"),
+            answer.body,
         )
 
     def close(self) -> None:
@@ -225,6 +249,31 @@ def _function_error(raw: bytes) -> tuple[str, str | None]:
     if isinstance(body, dict):
         return str(body.get("errorMessage", body))[:2000], body.get("errorType")
     return str(body)[:2000], None
+
+
+class _LambdaStream:
+    """Invokes of one LambdaTarget through a Mux: what Dispatcher's loop drives."""
+
+    def __init__(self, target: LambdaTarget, mux: Any) -> None:
+        self._target = target
+        self._mux = mux
+
+    def start(self, token: int, payload: bytes) -> None:
+        self._mux.start(token, *self._target._request(payload))
+
+    def wait(self, timeout: float) -> list[tuple[int, Callable[[], InvokeResult]]]:
+        """The invokes answered since the last call; each thunk gives the InvokeResult or
+        raises what invoke() would have raised."""
+        finish = self._target.finish
+        return [
+            (token, functools.partial(finish, answer)) for token, answer in self._mux.wait(timeout)
+        ]
+
+    def wake(self) -> None:
+        self._mux.wake()
+
+    def close(self) -> None:
+        self._mux.close()
 
 
 # ----------------------------------------------------------------------------------- Local

@@ -89,9 +89,10 @@ class _Template:
     """What botocore's signer computes identically for every call to one URL in one second."""
 
     key: tuple[Any, ...]
-    auth: Any
-    request: Any
     canonical_prefix: str
+    # botocore's string to sign up to its last line, the canonical request's hash.
+    string_prefix: str
+    signing_key: bytes
     authorization_prefix: str
     headers: dict[str, str]
 
@@ -123,17 +124,23 @@ class Signer:
         credentials = self._credentials.get_frozen_credentials() if self._credentials else None
         if credentials is None:
             raise NoCredentialsError()
-        stamp = get_current_datetime().strftime(SIGV4_TIMESTAMP)
+        now = get_current_datetime()
+        # strftime costs more than the rest of the stamp's handling: once per second.
+        second = (now.second, now.minute, now.hour, now.day, now.month, now.year)
+        local = self._local
+        if getattr(local, "second", None) != second:
+            local.second, local.stamp = second, now.strftime(SIGV4_TIMESTAMP)
+        stamp: str = local.stamp
         if not self._reuse:
             return self._template(stamp, credentials, method, url, headers, body).headers
         key = (stamp, credentials, method, url, tuple(headers.items()))
-        template: _Template | None = getattr(self._local, "template", None)
+        template: _Template | None = getattr(local, "template", None)
         if template is None or template.key != key:
             template = self._template(stamp, credentials, method, url, headers, b"")
-            self._local.template = template
+            local.template = template
         canonical = template.canonical_prefix + sha256(body).hexdigest()
-        to_sign = template.auth.string_to_sign(template.request, canonical)
-        signature = template.auth.signature(to_sign, template.request)
+        to_sign = template.string_prefix + sha256(canonical.encode("utf-8")).hexdigest()
+        signature = hmac.digest(template.signing_key, to_sign.encode("utf-8"), "sha256").hex()
         signed = dict(template.headers)
         signed["Authorization"] = template.authorization_prefix + signature
         return signed
@@ -155,15 +162,18 @@ class Signer:
         # botocore's add_auth, step by step, stopping where the body first matters.
         auth._modify_request_before_signing(request)
         canonical = auth.canonical_request(request)
-        signature = auth.signature(auth.string_to_sign(request, canonical), request)
+        to_sign = auth.string_to_sign(request, canonical)
+        signature = auth.signature(to_sign, request)
         auth._inject_signature_to_request(request, signature)
         signed = {str(k): str(v) for k, v in request.headers.items()}
         authorization = signed.pop("Authorization")
         return _Template(
             key=(stamp, credentials, method, url, tuple(headers.items())),
-            auth=auth,
-            request=request,
             canonical_prefix=canonical.rsplit("\n", 1)[0] + "\n",
+            string_prefix=to_sign.rsplit("\n", 1)[0] + "\n",
+            signing_key=_signing_key(
+                credentials.secret_key, stamp[0:8], self._region, self._signing_name
+            ),
             authorization_prefix=authorization[: -len(signature)],
             headers={**signed, "Authorization": authorization},
         )
@@ -286,6 +296,48 @@ def _tls_context() -> Any:
     return ssl.create_default_context(cafile=bundle if isinstance(bundle, str) else None)
 
 
+@functools.lru_cache(maxsize=256)
+def _request_line(method: str, url: str) -> str:
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}"
+
+
+def request_bytes(prepared: Any) -> tuple[bytes, bytes]:
+    """The HTTP/1.1 request head and body for a signed request."""
+    lines = [_request_line(prepared.method, prepared.url)]
+    lines.extend(f"{name}: {value}" for name, value in prepared.headers.items())
+    body = prepared.body or b""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if prepared.method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"), body
+
+
+def network_error(exc: BaseException, url: str, *, connecting: bool) -> Exception:
+    """The botocore exception boto3 raises for this socket failure.
+
+    While connecting, nothing reached the server; after that, the request may have.
+    """
+    from botocore import exceptions as be
+
+    error: Exception
+    if connecting:
+        if isinstance(exc, TimeoutError):
+            error = be.ConnectTimeoutError(endpoint_url=url, error=exc)
+        else:
+            error = be.EndpointConnectionError(endpoint_url=url, error=exc)
+    # SO_RCVTIMEO expired: the kernel answers EAGAIN, which TLS reports as "want read".
+    elif isinstance(exc, TimeoutError | BlockingIOError) or "WantRead" in type(exc).__name__:
+        error = be.ReadTimeoutError(endpoint_url=url, error=exc)
+    else:
+        error = be.ConnectionClosedError(endpoint_url=url)
+    return error
+
+
 class Channel:
     """Signed requests to one service endpoint, over one connection per thread.
 
@@ -318,6 +370,15 @@ class Channel:
         self, operation: str, method: str, url: str, headers: dict[str, str], body: bytes = b""
     ) -> Reply:
         """Sign and send; a network failure raises the botocore exception boto3 would."""
+        prepared, answered = self.prepare(operation, method, url, headers, body)
+        if answered is not None:
+            return answered
+        return self._exchange(prepared)
+
+    def prepare(
+        self, operation: str, method: str, url: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[Any, Reply | None]:
+        """The signed request, and the answer a `before-send` hook gave instead, if one did."""
         from botocore.awsrequest import AWSPreparedRequest
 
         signed = self._signer.sign(method, url, headers, body)
@@ -326,36 +387,24 @@ class Channel:
         answered = self._events.emit_until_response(
             f"before-send.{self._service_id}.{operation}", request=prepared
         )[1]
-        if answered is not None:
-            return Reply(
-                int(answered.status_code),
-                {str(k).lower(): str(v) for k, v in answered.headers.items()},
-                answered.content,
-            )
-        return self._exchange(prepared)
+        if answered is None:
+            return prepared, None
+        return prepared, Reply(
+            int(answered.status_code),
+            {str(k).lower(): str(v) for k, v in answered.headers.items()},
+            answered.content,
+        )
 
     def _exchange(self, prepared: Any) -> Reply:
         from botocore import exceptions as be
 
         parts = urlsplit(prepared.url)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        lines = [f"{prepared.method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
-        lines.extend(f"{name}: {value}" for name, value in prepared.headers.items())
-        body = prepared.body or b""
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        if prepared.method in ("POST", "PUT"):
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+        head, body = request_bytes(prepared)
         for fresh in (False, True):
             try:
                 connection, reused = self._connection(parts, fresh)
-            except TimeoutError as exc:
-                raise be.ConnectTimeoutError(endpoint_url=prepared.url, error=exc) from None
             except OSError as exc:
-                raise be.EndpointConnectionError(endpoint_url=prepared.url, error=exc) from None
+                raise network_error(exc, prepared.url, connecting=True) from None
             try:
                 return connection.exchange(head, body)
             except _Closed:
@@ -367,14 +416,7 @@ class Channel:
                 raise be.ConnectionClosedError(endpoint_url=prepared.url) from None
             except (OSError, ConnectionError, ValueError) as exc:
                 self._drop(connection)
-                # SO_RCVTIMEO expired: the kernel answers EAGAIN, which TLS reports as
-                # "want read".
-                if (
-                    isinstance(exc, TimeoutError | BlockingIOError)
-                    or "WantRead" in type(exc).__name__
-                ):
-                    raise be.ReadTimeoutError(endpoint_url=prepared.url, error=exc) from None
-                raise be.ConnectionClosedError(endpoint_url=prepared.url) from None
+                raise network_error(exc, prepared.url, connecting=False) from None
         raise be.ConnectionClosedError(endpoint_url=prepared.url)  # pragma: no cover
 
     def _connection(self, parts: Any, fresh: bool) -> tuple[_Connection, bool]:

@@ -1,9 +1,14 @@
 """The dispatcher's own rules, against an in-process target that records what it got."""
 
+import functools
 import json
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from hopper.batching import Oversize
 from hopper.dispatch import (
@@ -16,7 +21,7 @@ from hopper.dispatch import (
     RetryPolicy,
 )
 from hopper.engine import _Cursor
-from hopper.errors import NotFound, TransientError
+from hopper.errors import AccessDenied, NotFound, TransientError
 from hopper.items import Batch, Item
 from hopper.targets import InvokeResult
 
@@ -70,6 +75,59 @@ class Recorder:
                 self.active -= 1
 
 
+class Streamed(Recorder):
+    """The same recorder, driven by the dispatcher's one-thread loop through `multiplexer()`,
+    as the fast Lambda transport is; its invokes run on a pool so that they overlap."""
+
+    def multiplexer(self, limit: int) -> "_PoolStream":
+        return _PoolStream(self.invoke, limit)
+
+
+class _PoolStream:
+    def __init__(self, invoke: Callable[[bytes], InvokeResult], limit: int) -> None:
+        self.invoke = invoke
+        self.pool = ThreadPoolExecutor(limit)
+        self.done: queue.Queue[tuple[int, Callable[[], InvokeResult]] | None] = queue.Queue()
+
+    def start(self, token: int, payload: bytes) -> None:
+        def call() -> None:
+            try:
+                answer = self.invoke(payload)
+            except Exception as exc:
+                self.done.put((token, functools.partial(_raise, exc)))
+            else:
+                self.done.put((token, lambda: answer))
+
+        self.pool.submit(call)
+
+    def wait(self, timeout: float) -> list[tuple[int, Callable[[], InvokeResult]]]:
+        answers = []
+        try:
+            first = self.done.get(timeout=timeout)
+            while True:
+                if first is not None:
+                    answers.append(first)
+                first = self.done.get_nowait()
+        except queue.Empty:
+            return answers
+
+    def wake(self) -> None:
+        self.done.put(None)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def _raise(exc: Exception) -> InvokeResult:
+    raise exc
+
+
+@pytest.fixture(params=[Recorder, Streamed], ids=["threads", "loop"])
+def Target(request: pytest.FixtureRequest) -> type[Recorder]:
+    kind: type[Recorder] = request.param
+    return kind
+
+
 def batches(n: int) -> list[Batch]:
     return [Batch(index=i + 1, items=(Item(f"k{i:04}"),)) for i in range(n)]
 
@@ -95,8 +153,8 @@ def dispatch(
     return outcomes, result
 
 
-def test_every_batch_once_and_concurrency_is_bounded() -> None:
-    target = Recorder(delay=0.01)
+def test_every_batch_once_and_concurrency_is_bounded(Target: type[Recorder]) -> None:
+    target = Target(delay=0.01)
     outcomes, result = dispatch(target, list(batches(40)), concurrency=3)
     assert sorted(o.batch.index for o in outcomes) == list(range(1, 41))
     assert all(o.status == DISPATCHED for o in outcomes)
@@ -105,8 +163,8 @@ def test_every_batch_once_and_concurrency_is_bounded() -> None:
     assert result.exhausted
 
 
-def test_transient_errors_are_retried_with_a_new_attempt_number() -> None:
-    target = Recorder(lambda batch, attempt: TransientError("429") if attempt < 3 else None)
+def test_transient_errors_are_retried_with_a_new_attempt_number(Target: type[Recorder]) -> None:
+    target = Target(lambda batch, attempt: TransientError("429") if attempt < 3 else None)
     outcomes, _ = dispatch(target, list(batches(5)))
     assert all(o.status == DISPATCHED and o.attempts == 3 for o in outcomes)
     attempts = sorted((c["hopper"]["batch"], c["hopper"]["attempt"]) for c in target.calls)  # type: ignore[index]
@@ -115,10 +173,8 @@ def test_transient_errors_are_retried_with_a_new_attempt_number() -> None:
     assert len(keys) == 1
 
 
-def test_retries_run_out_and_are_reported() -> None:
-    target = Recorder(
-        lambda batch, attempt: TransientError("503 slow down") if batch == 2 else None
-    )
+def test_retries_run_out_and_are_reported(Target: type[Recorder]) -> None:
+    target = Target(lambda batch, attempt: TransientError("503 slow down") if batch == 2 else None)
     outcomes, _ = dispatch(target, list(batches(3)))
     failed = [o for o in outcomes if o.status == FAILED]
     assert [o.batch.index for o in failed] == [2]
@@ -126,8 +182,8 @@ def test_retries_run_out_and_are_reported() -> None:
     assert "gave up after 4 attempts: 503 slow down" in str(failed[0].error)
 
 
-def test_ambiguous_failures_are_not_repeated_on_unsafe_targets() -> None:
-    target = Recorder(lambda batch, attempt: TransientError("read timeout", may_have_run=True))
+def test_ambiguous_failures_are_not_repeated_on_unsafe_targets(Target: type[Recorder]) -> None:
+    target = Target(lambda batch, attempt: TransientError("read timeout", may_have_run=True))
     target.repeat_safe = False
     outcomes, _ = dispatch(target, list(batches(2)))
     assert all(o.status == FAILED and o.attempts == 1 for o in outcomes)
@@ -135,11 +191,11 @@ def test_ambiguous_failures_are_not_repeated_on_unsafe_targets() -> None:
     assert "may already have run" in str(outcomes[0].error)
 
 
-def test_a_fatal_error_stops_the_run_early() -> None:
+def test_a_fatal_error_stops_the_run_early(Target: type[Recorder]) -> None:
     gone = NotFound(
         "Invoke on function f failed: ResourceNotFoundException", operation="Invoke", resource="f"
     )
-    target = Recorder(lambda batch, attempt: gone, delay=0.001)
+    target = Target(lambda batch, attempt: gone, delay=0.001)
     outcomes, result = dispatch(target, list(batches(500)), concurrency=2)
     assert result.fatal is gone
     # At most the in-flight window was tried, not all 500.
@@ -147,34 +203,40 @@ def test_a_fatal_error_stops_the_run_early() -> None:
     assert all(o.status == NOT_DISPATCHED for o in outcomes)
 
 
-def test_worker_failures_fail_their_batch_only() -> None:
-    target = Recorder(lambda batch, attempt: "fail" if batch % 2 else None)
+def test_worker_failures_fail_their_batch_only(Target: type[Recorder]) -> None:
+    target = Target(lambda batch, attempt: "fail" if batch % 2 else None)
     outcomes, result = dispatch(target, list(batches(6)))
     assert sorted(o.batch.index for o in outcomes if o.status == FAILED) == [1, 3, 5]
     assert result.fatal is None
 
 
-def test_oversize_batches_are_failed_without_a_call() -> None:
+def test_oversize_batches_are_failed_without_a_call(Target: type[Recorder]) -> None:
     plan: list[Batch | Oversize] = [
         *batches(2),
         Oversize(Batch(3, (Item("big"),)), 2_000_000, 1_048_576),
     ]
-    target = Recorder()
+    target = Target()
     outcomes, _ = dispatch(target, plan)
     assert len(target.calls) == 2
     big = next(o for o in outcomes if o.batch.index == 3)
     assert big.status == FAILED and big.error_type == "PayloadTooLarge"
 
 
-def test_deadline_stops_pulling_batches() -> None:
-    target = Recorder(delay=0.02)
+def test_deadline_stops_pulling_batches(Target: type[Recorder]) -> None:
+    target = Target(delay=0.05)
+    plan: list[Batch | Oversize] = list(batches(1000))
+    # A window wide enough that a pause of the test process (a full garbage collection after
+    # the functional tests) cannot swallow it, narrow enough that 1000 batches cannot fit.
     start = time.monotonic()
-    outcomes, result = dispatch(target, list(batches(1000)), concurrency=2, deadline_at=start + 0.2)
+    outcomes, result = dispatch(target, plan, concurrency=2, deadline_at=start + 1.0)
     assert result.deadline_reached
     assert not result.exhausted
     assert 0 < len(outcomes) < 1000
-    # Settled batches form a contiguous run from the first.
+    # Batches that have an outcome form a contiguous run from the first, and so do the
+    # settled ones: a batch read ahead but never started is reported, not dispatched.
     assert sorted(o.batch.index for o in outcomes) == list(range(1, len(outcomes) + 1))
+    settled = sorted(o.batch.index for o in outcomes if o.settled)
+    assert settled and settled == list(range(1, len(settled) + 1))
 
 
 def test_cursor_follows_the_contiguous_settled_prefix() -> None:
@@ -187,3 +249,49 @@ def test_cursor_follows_the_contiguous_settled_prefix() -> None:
     cursor.settle(Outcome(b[2], NOT_DISPATCHED))
     cursor.settle(Outcome(b[3], DISPATCHED))
     assert cursor.key == b[1].last_key
+
+
+def test_a_listing_error_stops_the_run_after_what_was_listed(Target: type[Recorder]) -> None:
+    denied = AccessDenied(
+        "ListObjectsV2 on bucket b failed: AccessDenied", operation="ListObjectsV2", resource="b"
+    )
+
+    def plan() -> Iterator[Batch]:
+        yield from batches(3)
+        raise denied
+
+    outcomes, result = dispatch(Target(), plan())  # type: ignore[arg-type]
+    assert result.fatal is denied
+    assert not result.exhausted
+    assert sorted(o.batch.index for o in outcomes if o.status == DISPATCHED) == [1, 2, 3]
+
+
+def test_retries_waiting_when_the_run_halts_are_reported_not_dispatched(
+    Target: type[Recorder],
+) -> None:
+    gone = NotFound("Invoke on function f failed: gone", operation="Invoke", resource="f")
+
+    def script(batch: int, attempt: int) -> object:
+        # Batch 1 keeps being throttled; batch 2 then hits an error that stops the run.
+        if batch == 1:
+            return TransientError("429")
+        time.sleep(0.05)
+        return gone
+
+    target = Target(script)
+    dispatcher = Dispatcher(
+        target,
+        run_id="r",
+        payload={},
+        bucket=None,
+        concurrency=2,
+        retry=RetryPolicy(max_attempts=10, base=5.0, cap=5.0),
+    )
+    outcomes: list[Outcome] = []
+    started = time.monotonic()
+    result = dispatcher.run(batches(2), outcomes.append)
+    # The five-second backoff was cut short by the halt, and batch 1 was not given up on.
+    assert time.monotonic() - started < 4
+    assert result.fatal is gone
+    first = next(o for o in outcomes if o.batch.index == 1)
+    assert first.status == NOT_DISPATCHED and first.error == "run stopped"
