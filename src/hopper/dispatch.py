@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from hopper.batching import Oversize
 from hopper.errors import HopperError, TransientError
-from hopper.event import encode_event
+from hopper.event import dumps, encode_event, task_row
 from hopper.items import Batch
 from hopper.targets import InvokeResult, Target
 
@@ -217,8 +217,10 @@ class Dispatcher:
                 report([self._deliver(batch)])
             return
         # Only local targets take chunks; they report every failure as a result and raise
-        # only what stops the run (the worker cannot be loaded).
-        bodies = [self._event(batch, 1) for batch in chunk]
+        # only what stops the run (the worker cannot be loaded). Their worker processes build
+        # each event from the batch, with the code that encodes it here.
+        rows = [task_row(batch, 1) for batch in chunk]
+        recipe = (self.run_id, dumps(self.payload).decode("utf-8"), self.bucket)
 
         reported: set[int] = set()
 
@@ -232,7 +234,7 @@ class Dispatcher:
             return self.should_stop is None or not self.should_stop()
 
         try:
-            invoke_many(bodies, on_result=answered, keep_going=keep_going)
+            invoke_many(rows, recipe=recipe, on_result=answered, keep_going=keep_going)
         except HopperError as exc:
             self._fail(exc)
         report(

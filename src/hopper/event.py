@@ -75,6 +75,28 @@ def encode_event(
     )
 
 
+# One batch and attempt as plain tuples, which pickle about 15 times faster than the
+# dataclasses: local mode sends these and its worker process builds the event from them.
+TaskRow = tuple[int, int, tuple[tuple[Any, ...], ...]]
+
+
+def task_row(batch: Batch, attempt: int) -> TaskRow:
+    return (
+        batch.index,
+        attempt,
+        tuple((i.key, i.size, i.etag, i.last_modified, i.path) for i in batch.items),
+    )
+
+
+def event_from_row(
+    row: TaskRow, run_id: str, payload: Mapping[str, Any], bucket: str | None
+) -> dict[str, Any]:
+    """The event build_event makes for the batch and attempt `row` describes."""
+    index, attempt, items = row
+    batch = Batch(index=index, items=tuple(Item(*fields) for fields in items))
+    return build_event(batch=batch, run_id=run_id, attempt=attempt, payload=payload, bucket=bucket)
+
+
 def string_bytes(text: str) -> int:
     """Encoded size of a JSON string, quotes included, as `dumps` writes it."""
     if text.isascii() and _PLAIN.fullmatch(text):

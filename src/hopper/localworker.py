@@ -1,7 +1,7 @@
 """The child side of a local worker process: load the worker once, then serve invocations.
 
-Runs in a fresh (spawned) process, so it imports only the standard library: the same worker
-file must behave here as it does in the Lambda Python runtime.
+Runs in a fresh (spawned) process, so it imports only the standard library and hopper's own
+event module: the same worker file must behave here as it does in the Lambda Python runtime.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import importlib
 import importlib.util
 import json
 import os
+import select
+import struct
 import sys
 import time
 import traceback
@@ -21,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 Handler = Callable[[Any, Any], Any]
+# Seconds between two looks for a "stop" from the parent, inside a chunk.
+_STOP_CHECK = 0.001
+_LENGTH = struct.Struct("!i")
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,11 @@ def load_handler(spec: WorkerSpec) -> Handler:
 
 
 def serve(conn: Connection, spec: WorkerSpec) -> None:
-    """Process entry point. In: ("invoke", [payload, ...], [request_id, ...]); out: one
-    frame per payload, in order: b"o" + result JSON, or b"e" + JSON [type, message, trace];
-    or, after ("stop",) arrives between two invocations, b"s" in place of the rest."""
+    """Process entry point. In: ("invoke", [payload, ...], [request_id, ...]), or ("build",
+    (run_id, payload JSON, bucket), [task row, ...], [request_id, ...]) whose events this
+    process builds itself; out: one frame per invocation, in order: b"o" + result JSON, or
+    b"e" + JSON [type, message, trace]; or, after ("stop",) arrives between two
+    invocations, b"s" in place of the rest."""
     # Worker output must never reach stdout: with --json, stdout holds one JSON document.
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -125,6 +132,9 @@ def serve(conn: Connection, spec: WorkerSpec) -> None:
         conn.send(("load_error", f"{spec.display}: {type(exc).__name__}: {exc}"))
         return
     conn.send(("ready",))
+    fd = conn.fileno()
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
     while True:
         try:
             message = conn.recv()
@@ -132,23 +142,55 @@ def serve(conn: Connection, spec: WorkerSpec) -> None:
             return
         if message[0] == "stop":
             continue  # it came after this process had finished the chunk anyway
-        if message[0] != "invoke":
+        events: list[Callable[[], Any]]
+        if message[0] == "invoke":
+            events = [functools.partial(json.loads, payload) for payload in message[1]]
+        elif message[0] == "build":
+            run_id, payload, bucket = message[1]
+            events = _builders(run_id, payload, bucket, message[2])
+        else:
             return
         # One result per invocation, written as it finishes: the parent times each one, and
         # a result written is a result kept, whatever the next invocation does to the process.
-        for payload, request_id in zip(message[1], message[2], strict=True):
-            if conn.poll(0) and conn.recv()[0] == "stop":
-                # The run is stopping: the rest of this chunk is not started.
-                conn.send_bytes(b"s")
-                break
-            conn.send_bytes(_invoke(handler, spec, payload, request_id))
+        look = 0.0
+        for event, request_id in zip(events, message[-1], strict=True):
+            now = time.monotonic()
+            # Is a "stop" waiting? Asked once per millisecond, not per invocation: the
+            # question is a system call, as long as a trivial invocation.
+            if now >= look:
+                look = now + _STOP_CHECK
+                if waiting.poll(0) and conn.recv()[0] == "stop":
+                    # The run is stopping: the rest of this chunk is not started.
+                    _send(fd, b"s")
+                    break
+            _send(fd, _invoke(handler, spec, event, request_id))
 
 
-def _invoke(handler: Handler, spec: WorkerSpec, payload: bytes, request_id: str) -> bytes:
+def _send(fd: int, frame: bytes) -> None:
+    """One frame as multiprocessing's Connection writes it (a 4-byte length, then the
+    bytes), in one write."""
+    data = _LENGTH.pack(len(frame)) + frame
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _builders(
+    run_id: str, payload: str, bucket: str | None, rows: list[Any]
+) -> list[Callable[[], Any]]:
+    """Each row's event, made by the code that encodes it for Lambda (hopper.event), with a
+    payload of its own, as json.loads would give each invocation."""
+    from hopper.event import event_from_row
+
+    def build(row: Any) -> Any:
+        return event_from_row(row, run_id, json.loads(payload), bucket)
+
+    return [functools.partial(build, row) for row in rows]
+
+
+def _invoke(handler: Handler, spec: WorkerSpec, event: Callable[[], Any], request_id: str) -> bytes:
     context = LambdaContext(spec, request_id, spec.timeout)
     try:
-        event = json.loads(payload)
-        result = handler(event, context)
+        result = handler(event(), context)
     except BaseException as exc:  # noqa: BLE001 - reported as the worker's error, like Lambda
         trace = traceback.format_exception(exc)
         return b"e" + json.dumps([type(exc).__name__, str(exc), "".join(trace[-5:])]).encode()

@@ -72,13 +72,16 @@ class RunSummary:
     def record(self, outcome: Outcome) -> None:
         size = len(outcome.batch.items)
         counts = self.counts
-        keys = list(outcome.batch.keys[:KEYS_SHOWN])
         if outcome.status == DISPATCHED:
             counts.dispatched += size
             counts.dispatched_batches += 1
             if outcome.result is not None and len(self.results) < SHOW:
                 self.results.append(
-                    {"batch": outcome.batch.index, "keys": keys, "result": outcome.result}
+                    {
+                        "batch": outcome.batch.index,
+                        "keys": _shown(outcome),
+                        "result": outcome.result,
+                    }
                 )
             return
         if outcome.status == FAILED:
@@ -89,7 +92,7 @@ class RunSummary:
                 {
                     "batch": outcome.batch.index,
                     "status": outcome.status,
-                    "keys": keys,
+                    "keys": _shown(outcome),
                     "items": size,
                     "attempts": outcome.attempts,
                     "error_type": outcome.error_type,
@@ -102,6 +105,10 @@ class RunSummary:
         data = asdict(self)
         data.update(data.pop("counts"))
         return data
+
+
+def _shown(outcome: Outcome) -> list[str]:
+    return [item.key for item in outcome.batch.items[:KEYS_SHOWN]]
 
 
 @dataclass

@@ -291,3 +291,47 @@ def test_worker_prints_never_reach_stdout(
     captured = capfd.readouterr()
     assert "noise from the worker" not in captured.out
     assert "noise from the worker" in captured.err
+
+
+def test_events_built_by_the_worker_process_are_those_lambda_would_get(tmp_path: Path) -> None:
+    """Short tasks go to a worker process in chunks, as task rows it turns into events with
+    hopper.event's own code: each must equal the decoded event a Lambda function would get,
+    with a payload of its own (the worker below mutates it)."""
+    import json
+
+    from hopper.event import encode_event
+    from hopper.targets import LocalTarget, parse_target
+
+    make_tree(tmp_path / "data", [f"d{i % 3}/f-{i:04}.txt" for i in range(400)])
+    worker = write_worker(
+        tmp_path,
+        """
+        def handler(event, context):
+            event["cfg"]["seen"] += 1
+            return event
+        """,
+    )
+    payload = {"cfg": {"seen": 0, "nested": [1, {"a": "é"}]}}
+    target = parse_target(f"{worker}:handler", concurrency=2)
+    assert isinstance(target, LocalTarget)
+    got: list[tuple[object, object]] = []
+    summary = run(
+        RunConfig(source=str(tmp_path / "data"), target=f"{worker}:handler", payload=payload),
+        target=target,
+        on_outcome=lambda o: got.append((o.batch, o.result)),
+    )
+    assert summary.status == "succeeded" and summary.counts.dispatched == 400
+    # The run went out in chunks, not one invocation per round trip.
+    assert target.chunk_size() > 1
+    for batch, result in got:
+        expected = json.loads(
+            encode_event(
+                batch=batch,  # type: ignore[arg-type]
+                run_id=summary.run_id,
+                attempt=1,
+                payload=payload,
+                bucket=None,
+            )
+        )
+        expected["cfg"]["seen"] = 1
+        assert result == expected
