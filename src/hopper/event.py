@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from hopper.items import Batch, Item
 
 # hopper owns these names in the event; a payload may not set them.
 RESERVED_FIELDS = frozenset({"dataset_prefix", "bucket", "items", "hopper"})
-
-# What json.dumps writes as it is: printable ASCII but the quote and the backslash.
-_PLAIN = re.compile(r"[ !#-\[\]-~]*")
 
 # Room left in the payload cap for fields that change between attempts (the attempt number).
 ATTEMPT_HEADROOM = 16
@@ -99,9 +96,24 @@ def event_from_row(
 
 def string_bytes(text: str) -> int:
     """Encoded size of a JSON string, quotes included, as `dumps` writes it."""
-    if text.isascii() and _PLAIN.fullmatch(text):
+    # Printable ASCII is written as it is, but for the quote and the backslash.
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return len(text) + 2
     return len(dumps(text))
+
+
+def isoformat_length(moment: datetime) -> int:
+    """len(moment.isoformat()), without formatting it: twice as fast as the formatting."""
+    length = 26 if moment.microsecond else 19
+    offset = moment.utcoffset()
+    if offset is not None:
+        # +HH:MM, then :SS and .ffffff only when they are not zero.
+        length += 6
+        if offset.seconds % 60 or offset.microseconds:
+            length += 3
+        if offset.microseconds:
+            length += 7
+    return length
 
 
 def item_bytes(item: Item) -> int:
@@ -116,7 +128,7 @@ def item_bytes(item: Item) -> int:
     if item.etag is not None:
         total += 8 + string_bytes(item.etag)  # ,"etag":"..."
     if item.last_modified is not None:
-        total += 19 + len(item.last_modified.isoformat())  # ,"last_modified":"..."
+        total += 19 + isoformat_length(item.last_modified)  # ,"last_modified":"..."
     if item.path is not None:
         total += 8 + string_bytes(item.path)  # ,"path":"..."
     return total

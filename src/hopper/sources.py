@@ -229,11 +229,18 @@ class LocalSource:
             except UnicodeEncodeError:
                 yield Skipped(_printable(key), "name is not valid UTF-8")
                 continue
-            resolved = self._resolve(entry, key)
-            if isinstance(resolved, Skipped):
-                yield resolved
-                continue
-            real, info = resolved
+            real = entry.path
+            try:
+                # Most entries are plain files: their stat is all there is to resolve.
+                info = None if entry.is_symlink() else entry.stat(follow_symlinks=False)
+            except OSError:
+                info = None
+            if info is None:
+                resolved = self._resolve(entry, key)
+                if isinstance(resolved, Skipped):
+                    yield resolved
+                    continue
+                real, info = resolved
             is_dir = stat.S_ISDIR(info.st_mode)
             if not is_dir and not stat.S_ISREG(info.st_mode):
                 yield Skipped(key, "not a regular file")

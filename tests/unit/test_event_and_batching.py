@@ -1,7 +1,7 @@
 import json
 import random
 import string
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -121,6 +121,22 @@ def test_sizer_bound_is_tight(size: int) -> None:
         Item("ctrl\x01\x1f\ttab\nnl", last_modified=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
         Item("ünïcødé/данные/文件 🚀", last_modified=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
         Item("\u2028line\u2029sep\x7f", path="/tmp/ä b/\\c", etag=""),
+        Item("naive", last_modified=datetime(2026, 1, 2, 3, 4, 5)),
+        Item("naive-micro", last_modified=datetime(2026, 1, 2, 3, 4, 5, 1)),
+        Item("year-one", last_modified=datetime(1, 1, 1, tzinfo=UTC)),
+        *(
+            Item(f"offset-{i}", last_modified=datetime(2026, 5, 6, 7, 8, 9, micro, tzinfo=zone))
+            for i, (micro, zone) in enumerate(
+                (micro, timezone(offset))
+                for micro in (0, 999999)
+                for offset in (
+                    timedelta(hours=5, minutes=30),
+                    -timedelta(hours=11),
+                    timedelta(hours=1, seconds=7),
+                    -timedelta(minutes=1, microseconds=5),
+                )
+            )
+        ),
     ],
 )
 def test_item_bytes_counts_exactly_what_json_writes(item: Item) -> None:
