@@ -1,6 +1,6 @@
 """The AWS Lambda entry point: `hopper.handler.handler(event, context)`.
 
-Core only (standard library and boto3, which the Lambda runtime provides): no click, no rich.
+Core only (standard library and botocore, which the Lambda runtime provides): no click, no rich.
 
 Events it accepts:
 - the seed's `{"config_bucket": B, "lambda_function": F, ...}`: source `s3://B`, target `F`,
@@ -167,7 +167,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         run_options["run_id"] = continuation["run_id"]
     run_options["deadline"] = _budget(context, environ)
     config = RunConfig.from_mapping(run_options)
-    session = aws.make_session()
+    session = aws.make_session(lean=True)
     log.info("hop %d: %s -> %s after %r", hop, config.source, config.target, config.start_after)
     if config.state:
         from hopper.lease import LeaseHeld

@@ -300,7 +300,8 @@ def test_events_built_by_the_worker_process_are_those_lambda_would_get(tmp_path:
     import json
 
     from hopper.event import encode_event
-    from hopper.targets import LocalTarget, parse_target
+    from hopper.local import LocalTarget
+    from hopper.targets import parse_target
 
     make_tree(tmp_path / "data", [f"d{i % 3}/f-{i:04}.txt" for i in range(400)])
     worker = write_worker(

@@ -443,3 +443,38 @@ def test_a_bucket_in_another_region_is_listed_through_botocore_redirects(session
         session.events.unregister("before-send.s3.ListObjectsV2", unique_id="r")
     assert len(redirected) == 1
     assert [item.key for item in items] == KEYS
+
+
+def test_the_handler_runs_on_botocore_alone(session: Any) -> None:
+    """The Lambda handler makes its clients from botocore's session: a cold start never
+    imports boto3 (and s3transfer with it). Run in a fresh interpreter, against moto."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from hopper.handler import handler
+
+class Context:
+    function_name = "hopper"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:hopper"
+    def get_remaining_time_in_millis(self):
+        return 120_000
+
+out = handler({"source": "s3://bucket/data/2", "target": "worker"}, Context())
+print(json.dumps({"status": out["status"], "dispatched": out["dispatched"],
+                  "boto3": sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "s3transfer"))}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"status": "succeeded", "dispatched": 300, "boto3": []}
