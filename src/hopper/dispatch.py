@@ -382,7 +382,7 @@ class Dispatcher:
                     break
                 step = feed.take()
                 if step is None:
-                    if feed.finished:
+                    if feed.drained():
                         taking = False
                         if feed.error is None:
                             result.exhausted = True
@@ -490,6 +490,14 @@ class _Feed:
         if len(self._steps) <= self._bound // 2 and not self._room.is_set():
             self._room.set()
         return step
+
+    def drained(self) -> bool:
+        """The reader is done and every step it read has been taken."""
+        # `finished` first: the reader sets it after its last append, so once it reads True
+        # the deque holds everything there will be. Read the other way round, a step appended
+        # between the two reads would be left behind.
+        finished = self.finished
+        return finished and not self._steps
 
     def want(self) -> bool:
         """Says the loop is about to wait for work; True if work (or the end) is already here.

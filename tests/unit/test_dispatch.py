@@ -295,3 +295,18 @@ def test_retries_waiting_when_the_run_halts_are_reported_not_dispatched(
     assert result.fatal is gone
     first = next(o for o in outcomes if o.batch.index == 1)
     assert first.status == NOT_DISPATCHED and first.error == "run stopped"
+
+
+def test_the_feed_is_drained_only_once_its_last_step_is_taken() -> None:
+    """The loop ends the plan on `drained()`: a reader that finished with a step still queued
+    (appended between the loop's take() and its check) must not end it."""
+    from hopper.dispatch import _Feed
+
+    plan = batches(2)
+    feed = _Feed(iter(plan), bound=8, wake=lambda: None)
+    assert feed.take() is None and not feed.drained()
+    feed._read()  # the reader thread's whole life, here: both steps queued, then finished
+    assert feed.finished
+    assert not feed.drained()
+    assert feed.take() is plan[0] and not feed.drained()
+    assert feed.take() is plan[1] and feed.drained()
