@@ -555,7 +555,9 @@ def p7() -> None:
             first_call / boto3,
             "≤ 1.2x",
             first_call / boto3 <= 1.2,
-            [f"`import hopper.handler` alone: {handler * 1000:.0f} ms (botocore loads on first use)"],
+            [
+                f"`import hopper.handler` alone: {handler * 1000:.0f} ms (botocore loads on first use)"
+            ],
         )
     )
 
