@@ -151,6 +151,26 @@ def test_many_requests_share_a_few_keep_alive_connections(server: Server) -> Non
     assert server.connections <= 8
 
 
+BIG = b'{"blob": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
+def test_a_body_larger_than_the_socket_buffer_goes_out_whole(
+    tls: bool, request: pytest.FixtureRequest
+) -> None:
+    """A 5 MB payload (a synchronous invoke may carry 6 MB) is written in many partial sends,
+    waiting for the socket to take more each time."""
+    served: Server = request.getfixturevalue("tls_server" if tls else "server")
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{served.port}"
+    mux = Mux(channel(url), 2)
+    mux.start(1, "Invoke", "POST", f"{url}/x", {}, BIG)
+    mux.start(2, "Invoke", "POST", f"{url}/x", {}, b"{}")
+    got = answers(mux, 2)
+    mux.close()
+    assert all(isinstance(r, Reply) and r.status == 202 for r in got.values())
+    assert sorted(served.requests, key=len) == [b"{}", BIG]
+
+
 def test_a_chunked_answer_is_read_whole(server: Server) -> None:
     server.mode = "chunked"
     url = f"http://127.0.0.1:{server.port}"
