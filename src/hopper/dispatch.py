@@ -177,15 +177,33 @@ class Dispatcher:
             threading.Thread(target=serve, name="hopper-dispatch", daemon=True)
             for _ in range(self.concurrency)
         ]
+
+        def interrupted() -> None:
+            nonlocal finished
+            finished = True
+
+        return self._await(threads, crashed, result, interrupted)
+
+    def _await(
+        self,
+        threads: list[threading.Thread],
+        crashed: list[BaseException],
+        result: DispatchResult,
+        interrupted: Callable[[], None],
+    ) -> DispatchResult:
+        """Start the dispatch threads and wait for them; re-raise what one of them crashed on.
+
+        On Ctrl-C in the caller, the halt and then `interrupted()` say to start nothing more,
+        and the batches in flight settle before the interrupt goes on up.
+        """
         for thread in threads:
             thread.start()
         try:
             for thread in threads:
                 thread.join()
         except BaseException:
-            # Ctrl-C in the caller: take no more batches, let those in flight settle.
-            finished = True
             self._halt.set()
+            interrupted()
             for thread in threads:
                 thread.join()
             raise
@@ -337,19 +355,8 @@ class Dispatcher:
                 stream.close()
 
         thread = threading.Thread(target=serve, name="hopper-dispatch", daemon=True)
-        thread.start()
-        try:
-            thread.join()
-        except BaseException:
-            # Ctrl-C in the caller: start nothing more, let those in flight settle.
-            self._halt.set()
-            stream.wake()
-            thread.join()
-            raise
-        if crashed:
-            raise crashed[0]
-        result.fatal = self._fatal
-        return result
+        # The loop may be waiting on its sockets: wake it to see the halt.
+        return self._await([thread], crashed, result, stream.wake)
 
     def _loop(
         self,
