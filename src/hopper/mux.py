@@ -27,13 +27,13 @@ from hopper.transport import (
     Reply,
     _tls_context,
     network_error,
+    parse_reply,
     request_bytes,
 )
 
 _CONNECTING, _HANDSHAKE, _WRITING, _READING, _IDLE = range(5)
 # How often waiting requests are checked against their timeouts.
 _SWEEP = 0.05
-_MAX_HEAD = 65536
 
 
 @dataclass(slots=True)
@@ -347,69 +347,3 @@ class Mux:
         for conn in list(self._open.values()):
             if conn.state != _IDLE and conn.deadline and now >= conn.deadline:
                 self._failed(conn, TimeoutError("no answer within the timeout"))
-
-
-def parse_reply(buffer: bytearray, closed: bool) -> tuple[Reply, bool, int] | None:
-    """The reply at the start of `buffer`, whether the connection stays open, and the bytes
-    it took; None while incomplete. `closed`: no more bytes will come."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buffer) > _MAX_HEAD:
-            raise ValueError("response head too large")
-        if closed and buffer:
-            raise ValueError("connection closed inside the response headers")
-        return None
-    head = bytes(buffer[:end]).decode("latin-1")
-    first, _, rest = head.partition("\r\n")
-    status_line = first.split(" ", 2)
-    try:
-        version, status = status_line[0], int(status_line[1])
-    except (IndexError, ValueError):
-        raise ValueError(f"malformed status line {first[:80]!r}") from None
-    headers: dict[str, str] = {}
-    for line in rest.split("\r\n"):
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    start = end + 4
-    if status in (204, 304) or 100 <= status < 200:
-        return Reply(status, headers, b""), keep, start
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        return _chunked(buffer, start, status, headers, keep, closed)
-    if "content-length" in headers:
-        stop = start + int(headers["content-length"])
-        if len(buffer) < stop:
-            if closed:
-                raise ValueError("connection closed inside the response body")
-            return None
-        return Reply(status, headers, bytes(buffer[start:stop])), keep, stop
-    if not closed:
-        return None
-    return Reply(status, headers, bytes(buffer[start:])), False, len(buffer)
-
-
-def _chunked(
-    buffer: bytearray, at: int, status: int, headers: dict[str, str], keep: bool, closed: bool
-) -> tuple[Reply, bool, int] | None:
-    parts: list[bytes] = []
-    while True:
-        line_end = buffer.find(b"\r\n", at)
-        if line_end < 0:
-            break
-        size = int(bytes(buffer[at:line_end]).split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            trailer = line_end + 2
-            if buffer[trailer : trailer + 2] == b"\r\n":
-                return Reply(status, headers, b"".join(parts)), keep, trailer + 2
-            stop = buffer.find(b"\r\n\r\n", trailer)
-            if stop < 0:
-                break
-            return Reply(status, headers, b"".join(parts)), keep, stop + 4
-        data_end = line_end + 2 + size
-        if len(buffer) < data_end + 2:
-            break
-        parts.append(bytes(buffer[line_end + 2 : data_end]))
-        at = data_end + 2
-    if closed:
-        raise ValueError("connection closed inside the response body")
-    return None

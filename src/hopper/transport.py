@@ -206,6 +206,7 @@ class _Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # A blocking socket with the timeout kept by the kernel: Python's own timeout mode
         # costs a poll() and a failed recv() per read, a third of an invoke's CPU on loopback.
+        # An expired wait raises EAGAIN (BlockingIOError), which maps to a read timeout.
         sock.settimeout(None)
         seconds = int(read_timeout)
         window = struct.pack("ll", seconds, int((read_timeout - seconds) * 1e6))
@@ -214,76 +215,101 @@ class _Connection:
         if scheme == "https":
             sock = _tls_context().wrap_socket(sock, server_hostname=host)
         self.sock = sock
-        self.read_timeout = read_timeout
-        self.file = sock.makefile("rb")
         self.used = 0
         self.idle_since = time.monotonic()
 
     def close(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.sock.close()
+        self.sock.close()
 
     def exchange(self, head: bytes, body: bytes) -> Reply:
-        sent = time.monotonic()
         self.sock.sendall(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.sock.sendall(body)
-        status_line = self.file.readline(65537)
-        if not status_line:
-            # With SO_RCVTIMEO, an expired wait reads as end of file too: tell them apart by
-            # the clock, as a timed-out request did reach the server and must not be resent.
-            if time.monotonic() - sent >= self.read_timeout * 0.9:
-                raise TimeoutError("no answer within the read timeout")
-            raise _Closed
-        try:
-            version, code, _ = status_line.decode("latin-1").split(" ", 2)
-            status = int(code)
-        except ValueError:
-            raise ConnectionError(f"malformed status line {status_line[:80]!r}") from None
-        headers: dict[str, str] = {}
+        buffer = bytearray()
         while True:
-            line = self.file.readline(65537)
-            if line in (b"\r\n", b"\n"):
+            chunk = self.sock.recv(262144)
+            if not chunk and not buffer:
+                raise _Closed
+            buffer += chunk
+            parsed = parse_reply(buffer, not chunk)
+            if parsed is not None:
                 break
-            if not line:
-                raise ConnectionError("connection closed inside the response headers")
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if status in (204, 304) or 100 <= status < 200:
-            data = b""
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            data = self._chunked()
-        elif "content-length" in headers:
-            data = self._exactly(int(headers["content-length"]))
-        else:
-            data = self.file.read()
-            keep = False
+        reply, keep, used = parsed
         self.used += 1
         self.idle_since = time.monotonic()
-        if not keep:
+        if not keep or used != len(buffer):
             self.close()
             self.used = -1
-        return Reply(status, headers, data)
+        return reply
 
-    def _exactly(self, n: int) -> bytes:
-        data = self.file.read(n)
-        if len(data) != n:
-            raise ConnectionError("connection closed inside the response body")
-        return data
 
-    def _chunked(self) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            size = int(self.file.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while self.file.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            parts.append(self._exactly(size))
-            self._exactly(2)
+_MAX_HEAD = 65536
+
+
+def parse_reply(buffer: bytearray, closed: bool) -> tuple[Reply, bool, int] | None:
+    """The reply at the start of `buffer`, whether the connection stays open, and the bytes
+    it took; None while incomplete. `closed`: no more bytes will come."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > _MAX_HEAD:
+            raise ValueError("response head too large")
+        if closed and buffer:
+            raise ValueError("connection closed inside the response headers")
+        return None
+    head = bytes(buffer[:end]).decode("latin-1")
+    first, _, rest = head.partition("\r\n")
+    status_line = first.split(" ", 2)
+    try:
+        version, status = status_line[0], int(status_line[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"malformed status line {first[:80]!r}") from None
+    headers: dict[str, str] = {}
+    for line in rest.split("\r\n"):
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    start = end + 4
+    if status in (204, 304) or 100 <= status < 200:
+        return Reply(status, headers, b""), keep, start
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        return _chunked(buffer, start, status, headers, keep, closed)
+    if "content-length" in headers:
+        stop = start + int(headers["content-length"])
+        if len(buffer) < stop:
+            if closed:
+                raise ValueError("connection closed inside the response body")
+            return None
+        return Reply(status, headers, bytes(buffer[start:stop])), keep, stop
+    if not closed:
+        return None
+    return Reply(status, headers, bytes(buffer[start:])), False, len(buffer)
+
+
+def _chunked(
+    buffer: bytearray, at: int, status: int, headers: dict[str, str], keep: bool, closed: bool
+) -> tuple[Reply, bool, int] | None:
+    parts: list[bytes] = []
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            break
+        size = int(bytes(buffer[at:line_end]).split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            trailer = line_end + 2
+            if buffer[trailer : trailer + 2] == b"\r\n":
+                return Reply(status, headers, b"".join(parts)), keep, trailer + 2
+            stop = buffer.find(b"\r\n\r\n", trailer)
+            if stop < 0:
+                break
+            return Reply(status, headers, b"".join(parts)), keep, stop + 4
+        data_end = line_end + 2 + size
+        if len(buffer) < data_end + 2:
+            break
+        parts.append(bytes(buffer[line_end + 2 : data_end]))
+        at = data_end + 2
+    if closed:
+        raise ValueError("connection closed inside the response body")
+    return None
 
 
 @functools.lru_cache(maxsize=1)

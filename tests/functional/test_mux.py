@@ -23,8 +23,8 @@ from botocore.exceptions import (
 )
 
 from hopper import transport
-from hopper.mux import Mux, parse_reply
-from hopper.transport import Channel, Reply
+from hopper.mux import Mux
+from hopper.transport import Channel, Reply, parse_reply
 
 ANSWER = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nx-amzn-RequestId: r-%d\r\n\r\n"
 
