@@ -204,16 +204,20 @@ class _Connection:
     ) -> None:
         sock = socket.create_connection((host, port), timeout=connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A blocking socket with the timeout kept by the kernel: Python's own timeout mode
-        # costs a poll() and a failed recv() per read, a third of an invoke's CPU on loopback.
-        # An expired wait raises EAGAIN (BlockingIOError), which maps to a read timeout.
-        sock.settimeout(None)
-        seconds = int(read_timeout)
-        window = struct.pack("ll", seconds, int((read_timeout - seconds) * 1e6))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, window)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, window)
         if scheme == "https":
             sock = _tls_context().wrap_socket(sock, server_hostname=host)
+            # Python's own timeout: on a blocking TLS socket, CPython retries SSL_read on
+            # "want read", so a kernel timeout (below) would expire into another wait, forever.
+            sock.settimeout(read_timeout)
+        else:
+            # A blocking socket with the timeout kept by the kernel: Python's own timeout mode
+            # costs a poll() and a failed recv() per read, a third of an invoke's CPU on
+            # loopback. An expired wait raises EAGAIN (BlockingIOError): a read timeout.
+            sock.settimeout(None)
+            seconds = int(read_timeout)
+            window = struct.pack("ll", seconds, int((read_timeout - seconds) * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, window)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, window)
         self.sock = sock
         self.used = 0
         self.idle_since = time.monotonic()
@@ -356,8 +360,8 @@ def network_error(exc: BaseException, url: str, *, connecting: bool) -> Exceptio
             error = be.ConnectTimeoutError(endpoint_url=url, error=exc)
         else:
             error = be.EndpointConnectionError(endpoint_url=url, error=exc)
-    # SO_RCVTIMEO expired: the kernel answers EAGAIN, which TLS reports as "want read".
-    elif isinstance(exc, TimeoutError | BlockingIOError) or "WantRead" in type(exc).__name__:
+    # A socket timeout, or SO_RCVTIMEO expired: the kernel answers EAGAIN.
+    elif isinstance(exc, TimeoutError | BlockingIOError):
         error = be.ReadTimeoutError(endpoint_url=url, error=exc)
     else:
         error = be.ConnectionClosedError(endpoint_url=url)

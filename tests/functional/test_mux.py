@@ -320,6 +320,24 @@ def test_tls_requests_go_through_the_handshake_and_keep_alive(tls_server: Server
     assert tls_server.connections <= 5
 
 
+def test_no_answer_over_tls_is_a_read_timeout_on_both_paths(tls_server: Server) -> None:
+    """A TLS server that never answers: both the blocking channel (which hung here, as CPython
+    retries a blocking SSL read past the kernel's timeout) and the multiplexer give botocore's
+    ReadTimeoutError within the read timeout."""
+    tls_server.mode = "hang"
+    url = f"https://127.0.0.1:{tls_server.port}"
+    mux = Mux(channel(url, read_timeout=0.3), 1)
+    send(mux, url, [1])
+    got = answers(mux, 1)
+    mux.close()
+    assert isinstance(got[1], ReadTimeoutError)
+    started = time.monotonic()
+    with pytest.raises(ReadTimeoutError):
+        channel(url, read_timeout=0.3).send("Invoke", "POST", f"{url}/x", {}, b"{}")
+    assert time.monotonic() - started < 3
+    assert len(tls_server.requests) == 2
+
+
 def test_an_untrusted_certificate_fails_to_connect(
     tls_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
