@@ -6,7 +6,8 @@ This module keeps the parts of botocore that make a call correct and drops the r
 
 - credentials come from the session's botocore chain, re-read per request so refreshing
   credentials are honoured;
-- requests are signed by botocore's own SigV4 signer (the derived key is reused for the day);
+- requests are signed by botocore's own SigV4 signer (the derived key is reused for the day,
+  what is the same for a second is computed once);
 - the endpoint, region and signing name are the ones the boto3 client resolved, so
   AWS_ENDPOINT_URL, profiles and S3's region redirects behave as they do on the boto3 path;
 - `before-send` is emitted on the client's event system, as botocore does, so hooks that
@@ -64,26 +65,6 @@ def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
     return key
 
 
-@functools.lru_cache(maxsize=1)
-def _signer_classes() -> tuple[type[Any], type[Any]]:
-    """botocore's SigV4 signers, deriving the day's signing key once instead of per call."""
-    from botocore.auth import S3SigV4Auth, SigV4Auth
-
-    def signature(self: Any, string_to_sign: str, request: Any) -> str:
-        key = _signing_key(
-            self.credentials.secret_key,
-            request.context["timestamp"][0:8],
-            self._region_name,
-            self._service_name,
-        )
-        return hmac.new(key, string_to_sign.encode("utf-8"), sha256).hexdigest()
-
-    return (
-        type("Signer", (SigV4Auth,), {"signature": signature}),
-        type("S3Signer", (S3SigV4Auth,), {"signature": signature}),
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class _Template:
     """What botocore's signer computes identically for every call to one URL in one second."""
@@ -111,7 +92,9 @@ class Signer:
         self._credentials = credentials
         self._signing_name = signing_name
         self._region = region
-        self._class = _signer_classes()[1 if s3 else 0]
+        from botocore.auth import S3SigV4Auth, SigV4Auth
+
+        self._class = S3SigV4Auth if s3 else SigV4Auth
         # S3's signer puts the payload hash in a header, so nothing is reusable across bodies.
         self._reuse = not s3
         self._local = threading.local()
