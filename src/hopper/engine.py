@@ -15,7 +15,7 @@ from hopper.dispatch import INTERRUPTED, Dispatcher, InOrder, Outcome, RetryPoli
 from hopper.errors import InvalidInput
 from hopper.event import encode_event
 from hopper.items import Batch, Item
-from hopper.select import Selector
+from hopper.selection import Selector
 from hopper.sources import STATE_PREFIX, Source, parse_source
 from hopper.summary import SHOW, PlanSummary, RunSummary
 from hopper.targets import Target, parse_target

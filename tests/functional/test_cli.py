@@ -207,6 +207,43 @@ def test_python_dash_m_hopper() -> None:
     assert "run" in done.stdout and "plan" in done.stdout
 
 
+def test_python_dash_m_hopper_from_inside_the_package() -> None:
+    """Started there, the package's own folder comes first on sys.path: a module named like
+    one of the standard library's (select.py once) would shadow it and crash the start."""
+    package = REPO / "src" / "hopper"
+    done = subprocess.run(
+        [sys.executable, "-m", "hopper", "--help"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "run" in done.stdout and "plan" in done.stdout
+    # A local run from there loads the worker processes' modules too.
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hopper",
+            "run",
+            str(EXAMPLES / "datasets"),
+            "--target",
+            WORKER,
+            "--json",
+        ],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["dispatched"] == 6
+
+
 @pytest.mark.parametrize(
     ("source", "target", "message"),
     [

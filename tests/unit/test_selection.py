@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 from hopper.items import Item
-from hopper.select import Selector
+from hopper.selection import Selector
 
 JAN = datetime(2024, 1, 15, tzinfo=UTC)
 FEB = datetime(2024, 2, 15, tzinfo=UTC)
