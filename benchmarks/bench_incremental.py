@@ -22,8 +22,8 @@ import resource, sys, time
 from collections.abc import Iterator
 from hopper import RunConfig
 from hopper.items import Item, Page
-from hopper.stateful import run_with_state
-from hopper.targets import InvokeResult
+from hopper.runstate.run import run_with_state
+from hopper.target import InvokeResult
 
 n, incremental, state = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
 

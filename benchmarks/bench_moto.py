@@ -89,7 +89,7 @@ def main() -> None:
 
         start = time.perf_counter()
         planned = plan(
-            RunConfig(source="s3://bench-bucket", target="bench-worker"), boto3_session=session
+            RunConfig(source="s3://bench-bucket", target="bench-worker"), session=session
         )
         hopper_list = time.perf_counter() - start
         assert planned.listed == baseline_keys == args.keys
@@ -116,7 +116,7 @@ def main() -> None:
                     limit=args.invokes,
                     concurrency=concurrency,
                 ),
-                boto3_session=session,
+                session=session,
             )
             hopper_invoke[concurrency] = time.perf_counter() - start
             assert summary.counts.dispatched == args.invokes, summary.to_dict()

@@ -11,28 +11,57 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hopper.config import RunConfig
-    from hopper.dispatch import Outcome, RetryPolicy
-    from hopper.engine import plan, run
-    from hopper.errors import AccessDenied, AWSError, HopperError, InvalidInput, NotFound
-    from hopper.items import Batch, Item
-    from hopper.summary import PlanSummary, RunSummary
+    from hopper.engine import RunHooks, plan
+    from hopper.errors import (
+        AccessDenied,
+        AWSError,
+        Conflict,
+        CredentialsError,
+        DeployError,
+        HopperError,
+        InvalidInput,
+        LeaseHeld,
+        NotFound,
+        StartFailure,
+        TransientError,
+        WorkerLoadError,
+    )
+    from hopper.items import Batch, BatchStatus, Item, Outcome, Stop, StopReason
+    from hopper.retry import RetryPolicy
+    from hopper.runner import run
+    from hopper.summary import PlanSummary, RunStatus, RunSummary
 
 __version__ = "0.1.0"
 
+_ERRORS = (
+    "AccessDenied",
+    "AWSError",
+    "Conflict",
+    "CredentialsError",
+    "DeployError",
+    "HopperError",
+    "InvalidInput",
+    "LeaseHeld",
+    "NotFound",
+    "StartFailure",
+    "TransientError",
+    "WorkerLoadError",
+)
 _HOMES = {
     "RunConfig": "config",
-    "Outcome": "dispatch",
-    "RetryPolicy": "dispatch",
+    "RunHooks": "engine",
     "plan": "engine",
-    "run": "engine",
-    "AccessDenied": "errors",
-    "AWSError": "errors",
-    "HopperError": "errors",
-    "InvalidInput": "errors",
-    "NotFound": "errors",
+    "run": "runner",
+    **dict.fromkeys(_ERRORS, "errors"),
     "Batch": "items",
+    "BatchStatus": "items",
     "Item": "items",
+    "Outcome": "items",
+    "Stop": "items",
+    "StopReason": "items",
+    "RetryPolicy": "retry",
     "PlanSummary": "summary",
+    "RunStatus": "summary",
     "RunSummary": "summary",
 }
 
@@ -40,15 +69,27 @@ __all__ = [
     "AWSError",
     "AccessDenied",
     "Batch",
+    "BatchStatus",
+    "Conflict",
+    "CredentialsError",
+    "DeployError",
     "HopperError",
     "InvalidInput",
     "Item",
+    "LeaseHeld",
     "NotFound",
     "Outcome",
     "PlanSummary",
     "RetryPolicy",
     "RunConfig",
+    "RunHooks",
+    "RunStatus",
     "RunSummary",
+    "StartFailure",
+    "Stop",
+    "StopReason",
+    "TransientError",
+    "WorkerLoadError",
     "__version__",
     "plan",
     "run",

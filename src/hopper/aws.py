@@ -1,4 +1,7 @@
-"""The one place hopper makes sessions and clients.
+"""The one place hopper makes sessions and clients, and reads S3 URLs.
+
+A `session` anywhere in hopper is a boto3 Session, or the botocore Session under one (the
+Lambda handler's, which spares it importing boto3): both make the same clients here.
 
 Retries are set explicitly to botocore's `standard` mode. Listing is idempotent, so botocore
 may retry it freely. Lambda invokes are retried by hopper's dispatcher instead (max_attempts=1
@@ -7,12 +10,14 @@ here), because only the dispatcher knows the deadline and whether a call may alr
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from hopper.errors import translate
+from hopper.errors import InvalidInput, aws_errors
 
 LIST_MAX_ATTEMPTS = 10
 CONNECT_TIMEOUT = 10
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 def make_session(
@@ -21,9 +26,7 @@ def make_session(
     """A boto3 session; with `lean`, the botocore session under it, which makes the same
     clients from the same credential chain. The Lambda handler takes the lean one: importing
     boto3 also imports s3transfer, about a tenth of a cold start, for nothing hopper uses."""
-    import botocore.exceptions
-
-    try:
+    with aws_errors("open session", f"profile {profile}"):
         if lean:
             import botocore.session
 
@@ -34,8 +37,6 @@ def make_session(
         import boto3
 
         return boto3.session.Session(region_name=region, profile_name=profile)
-    except botocore.exceptions.BotoCoreError as exc:
-        raise translate(exc, operation="open session", resource=f"profile {profile}") from None
 
 
 def client(
@@ -48,7 +49,6 @@ def client(
 ) -> Any:
     """A client with explicit standard-mode retries. Makes no network call."""
     import botocore.config
-    import botocore.exceptions
 
     config = botocore.config.Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
@@ -58,20 +58,19 @@ def client(
     )
     # A boto3 session's client(), or a botocore session's create_client().
     make = getattr(session, "client", None) or session.create_client
-    try:
+    with aws_errors(f"create {service} client", service):
         return make(service, config=config)
-    except botocore.exceptions.BotoCoreError as exc:
-        raise translate(exc, operation=f"create {service} client", resource=service) from None
 
 
-def boto_errors() -> tuple[type[Exception], ...]:
-    """The exceptions an AWS call can raise, for `except` clauses at the boundary."""
-    import botocore.exceptions
-    import botocore.parsers
-
-    return (
-        botocore.exceptions.ClientError,
-        botocore.exceptions.BotoCoreError,
-        # An endpoint that answers what botocore cannot parse (an emulator's internal error).
-        botocore.parsers.ResponseParserError,
-    )
+def split_s3_url(text: str, *, what: str) -> tuple[str, str]:
+    """`s3://BUCKET[/PREFIX]` -> (bucket, prefix), the bucket name checked; `what` names the
+    option in the error (source, --state)."""
+    bucket, _, prefix = text.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise InvalidInput(f"{what} {text!r} has no bucket: use s3://BUCKET[/PREFIX]")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise InvalidInput(
+            f"{what} {text!r}: {bucket!r} is not a valid S3 bucket name "
+            "(3-63 lowercase letters, digits, dots and hyphens)"
+        )
+    return bucket, prefix

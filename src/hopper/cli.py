@@ -2,7 +2,7 @@
 
 stdout carries results (or, with --json, exactly one JSON document); progress and tables go to
 stderr, and only when stderr is a terminal. Exit codes: 0 ok, 1 the run or an AWS call failed,
-2 bad input.
+2 bad input, 3 another run holds --state, 130 interrupted (hopper.errors).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hopper import engine
+from hopper import engine, runner
 from hopper.config import (
     DEFAULT_LIST_PARALLELISM,
     INVOCATION_TYPES,
@@ -23,7 +23,8 @@ from hopper.config import (
     TRANSPORTS,
     RunConfig,
 )
-from hopper.errors import EXIT_BAD_INPUT, HopperError
+from hopper.engine import RunHooks
+from hopper.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HopperError, LeaseHeld, StartFailure
 from hopper.summary import PlanSummary, RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -166,7 +167,7 @@ class _Group(click.Group):
         except click.exceptions.Exit as exc:
             code = exc.exit_code
         except click.Abort:
-            code = _fail("aborted", 130)
+            code = _fail("aborted", EXIT_INTERRUPTED)
         except click.UsageError as exc:
             code = _fail(exc.format_message(), EXIT_BAD_INPUT)
         except click.ClickException as exc:
@@ -174,7 +175,7 @@ class _Group(click.Group):
         except HopperError as exc:
             code = _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            code = _fail("interrupted", 130)
+            code = _fail("interrupted", EXIT_INTERRUPTED)
         except Exception as exc:
             logging.getLogger("hopper").debug("unexpected error", exc_info=True)
             code = _fail(f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)", 1)
@@ -251,7 +252,7 @@ def run(source: str, as_json: bool, wait: bool, schedule: str | None, **options:
 
     SOURCE is s3://BUCKET[/PREFIX] or a local folder. Exit code 0 when every item was
     dispatched, 1 when any failed or was not dispatched, 2 on bad input, 3 when another run
-    holds --state.
+    holds --state, 130 when Ctrl-C stopped it.
     """
     config = _config(source, options)
     if config.target is None:
@@ -265,27 +266,19 @@ def run(source: str, as_json: bool, wait: bool, schedule: str | None, **options:
 def _run_once(
     config: RunConfig, *, wait: bool = False, stop: Any = None, retry_of: str | None = None
 ) -> RunSummary:
+    """One run, through hopper.run; the first Ctrl-C stops it after the batches in flight
+    (`stop`, when a schedule already listens for Ctrl-C)."""
     progress = _Progress() if _stderr_is_terminal() else None
-    on_progress = progress.update if progress else None
     try:
-        if config.state is None:
-            return engine.run(config, boto3_session=_session(config), on_progress=on_progress)
-        from hopper.stateful import run_with_state
-
-        def go(stop_event: Any) -> RunSummary:
-            return run_with_state(
+        with _interruptible(stop) as interrupted:
+            return runner.run(
                 config,
-                boto3_session=_session(config),
+                session=_session(config),
+                hooks=progress,
+                stop=interrupted,
                 wait=wait,
-                on_progress=on_progress,
-                stop=stop_event,
                 retry_of=retry_of,
             )
-
-        if stop is not None:
-            return go(stop)
-        with _interruptible() as interrupted:
-            return go(interrupted)
     finally:
         if progress:
             progress.stop()
@@ -294,7 +287,7 @@ def _run_once(
 def _report_run(summary: RunSummary, as_json: bool) -> int:
     if summary.error and summary.counts.listed == 0 and summary.counts.batches == 0:
         # Nothing happened before the error: one line says it all.
-        raise _StartFailure(summary.error)
+        raise StartFailure(summary.error)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
@@ -305,14 +298,20 @@ def _report_run(summary: RunSummary, as_json: bool) -> int:
 
 
 class _interruptible:
-    """The first Ctrl-C asks the run to stop after what is in flight; a second one aborts."""
+    """The first Ctrl-C asks the run to stop after what is in flight; a second one aborts.
+    Given an event that already listens (a schedule's), it just hands that on."""
+
+    def __init__(self, event: Any = None) -> None:
+        self.given = event
 
     def __enter__(self) -> Any:
         import signal
         import threading
 
-        self.event = threading.Event()
         self.previous: Any = None
+        if self.given is not None:
+            return self.given
+        self.event = threading.Event()
         if threading.current_thread() is threading.main_thread():
 
             def handle(signum: int, frame: Any) -> None:
@@ -336,7 +335,6 @@ def _scheduled(config: RunConfig, expression: str, as_json: bool) -> int:
     """Run at each fire time of EXPRESSION until Ctrl-C; ticks that find the lease held are skipped."""
     from datetime import UTC, datetime
 
-    from hopper.lease import LeaseHeld
     from hopper.schedule import next_fire_times, parse_schedule
 
     if config.state is None:
@@ -377,7 +375,7 @@ def _scheduled(config: RunConfig, expression: str, as_json: bool) -> int:
 def plan(source: str, as_json: bool, **options: Any) -> int:
     """Show what `run` would do: list, select and batch SOURCE, invoke nothing."""
     config = _config(source, options)
-    summary = engine.plan(config, boto3_session=_session(config))
+    summary = engine.plan(config, session=_session(config))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
@@ -386,14 +384,14 @@ def plan(source: str, as_json: bool, **options: Any) -> int:
 
 
 def _store(state: str, region: str | None, profile: str | None) -> Any:
-    from hopper.store import open_store
+    from hopper.runstate.store import open_store
 
     session = None
     if state.startswith("s3://"):
         from hopper import aws
 
         session = aws.make_session(region=region, profile=profile)
-    return open_store(state, boto3_session=session)
+    return open_store(state, session=session)
 
 
 def _state_options(func: F) -> F:
@@ -416,7 +414,7 @@ def _state_options(func: F) -> F:
 @_state_options
 def runs(state: str, region: str | None, profile: str | None, as_json: bool) -> int:
     """List the runs recorded in --state, newest first."""
-    from hopper.state import list_runs
+    from hopper.runstate.record import list_runs
 
     found = list_runs(_store(state, region, profile))
     if as_json:
@@ -439,7 +437,7 @@ def runs(state: str, region: str | None, profile: str | None, as_json: bool) -> 
 @_state_options
 def report(run_id: str, state: str, region: str | None, profile: str | None, as_json: bool) -> int:
     """Show a run's counts and failures, from its ledger."""
-    from hopper.state import report as build_report
+    from hopper.runstate.record import report as build_report
 
     document = build_report(_store(state, region, profile), run_id)
     if as_json:
@@ -486,10 +484,10 @@ def retry(
     run_id: str, state: str, region: str | None, profile: str | None, as_json: bool, wait: bool
 ) -> int:
     """Dispatch again only the failed and not-dispatched items of RUN_ID, as a new run."""
-    from hopper.state import RUNS, read_json
+    from hopper.runstate.record import load_run
 
     store = _store(state, region, profile)
-    previous = read_json(store, f"{RUNS}{run_id}/summary.json")
+    previous = load_run(store, run_id)
     if previous is None:
         raise click.UsageError(f"no run {run_id!r} in {store.location}")
     options = {
@@ -556,7 +554,7 @@ def _deployer(region: str | None, profile: str | None) -> Any:
     from hopper.deploy import Deployer
 
     return Deployer(
-        boto3_session=aws.make_session(region=region, profile=profile),
+        session=aws.make_session(region=region, profile=profile),
         progress=lambda line: click.echo(line, err=True),
     )
 
@@ -737,10 +735,6 @@ def template() -> int:
     return 0
 
 
-class _StartFailure(HopperError):
-    pass
-
-
 # --------------------------------------------------------------------------------- output
 
 
@@ -844,7 +838,7 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
         click.echo(f"  {name.ljust(width)}  {value}")
 
 
-class _Progress:
+class _Progress(RunHooks):
     """A live line on stderr: counts so far. The total is unknown while the listing streams."""
 
     def __init__(self) -> None:
@@ -861,7 +855,7 @@ class _Progress:
         self._task = self._progress.add_task("listing", total=None)
         self._progress.start()
 
-    def update(self, summary: RunSummary) -> None:
+    def on_progress(self, summary: RunSummary) -> None:
         c = summary.counts
         self._progress.update(
             self._task,

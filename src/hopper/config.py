@@ -12,6 +12,7 @@ from typing import Any
 
 from hopper.errors import InvalidInput
 from hopper.event import RESERVED_FIELDS
+from hopper.threshold import parse_threshold
 
 MODES = ("objects", "prefixes")
 INVOCATION_TYPES = ("event", "request-response")
@@ -157,7 +158,13 @@ class RunConfig:
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
-        return frozenset(f.name for f in fields(cls))
+        return frozenset(cls.field_names())
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The options in the order they are declared: documents written from them read the
+        same every time."""
+        return tuple(f.name for f in fields(cls))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -176,24 +183,6 @@ class RunConfig:
         if "source" not in kwargs:
             raise InvalidInput("missing source")
         return cls(**kwargs)
-
-
-def parse_threshold(text: str) -> tuple[float, bool]:
-    """`--max-failures`: ("10" -> (10, False)), ("5%" -> (5.0, True))."""
-    value = str(text).strip()
-    percent = value.endswith("%")
-    number = value.removesuffix("%").strip()
-    try:
-        amount = float(number) if percent else int(number)
-    except ValueError:
-        raise InvalidInput(
-            f"--max-failures must be a count (10) or a percentage (5%), got {text!r}"
-        ) from None
-    if amount < 0 or (percent and amount > 100):
-        raise InvalidInput(
-            f"--max-failures must be a count >= 0 or a percentage 0-100%, got {text!r}"
-        )
-    return float(amount), percent
 
 
 def _is_local_target(target: str | None) -> bool:

@@ -20,20 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from hopper import aws
-from hopper.config import parse_threshold
 from hopper.errors import (
     AWSError,
+    DeployError,
     HopperError,
     InvalidInput,
+    aws_errors,
+    boto_errors,
     error_code,
     error_message,
     is_fatal_code,
     is_missing_object,
-    translate,
 )
+from hopper.lambda_target import LambdaTarget
 from hopper.schedule import parse_schedule
 from hopper.sources import STATE_PREFIX, S3Source, parse_source
-from hopper.targets import LambdaTarget, parse_target
+from hopper.targets import parse_target
+from hopper.threshold import parse_threshold
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,14 @@ def build_artifact(package_dir: Path | None = None) -> tuple[bytes, str]:
     """A zip of hopper's core, byte-for-byte the same for the same sources; and its sha256."""
     root = package_dir or Path(__file__).resolve().parent
     buffer = io.BytesIO()
+    # Sub-packages too (wire/, runstate/), in one sorted order of their POSIX paths.
+    modules = sorted(path.relative_to(root).as_posix() for path in root.rglob("*.py"))
     with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(root.glob("*.py")):
-            if path.name in _NOT_SHIPPED:
+        for name in modules:
+            if name in _NOT_SHIPPED:
                 continue
-            info = zipfile.ZipInfo(f"hopper/{path.name}", date_time=_ZIP_EPOCH)
+            path = root / name
+            info = zipfile.ZipInfo(f"hopper/{name}", date_time=_ZIP_EPOCH)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, path.read_bytes(), compresslevel=9)
@@ -168,22 +174,18 @@ def validate_stack_name(name: str) -> None:
         )
 
 
-class DeployError(HopperError):
-    """A stack operation failed; the message carries the failed resources' reasons."""
-
-
 class Deployer:
-    """Stack operations over one boto3 session. Makes no AWS call until a method is called."""
+    """Stack operations over one session. Makes no AWS call until a method is called."""
 
     def __init__(
         self,
         *,
-        boto3_session: Any,
+        session: Any,
         poll_seconds: float = 2.0,
         max_wait_seconds: float = 1800.0,
         progress: Progress | None = None,
     ) -> None:
-        self._session = boto3_session
+        self._session = session
         self._clients: dict[str, Any] = {}
         self.poll_seconds = poll_seconds
         self.max_wait_seconds = max_wait_seconds
@@ -220,22 +222,21 @@ class Deployer:
             "Capabilities": ["CAPABILITY_IAM"],
         }
         since = time.time() - 5
-        try:
-            if stack is None:
-                self.progress(f"creating stack {config.stack_name}")
-                cfn.create_stack(
-                    **arguments, Tags=[{"Key": "hopper:stack", "Value": config.stack_name}]
-                )
-            else:
-                self.progress(f"updating stack {config.stack_name}")
-                cfn.update_stack(**arguments)
-        except aws.boto_errors() as exc:
-            if "No updates are to be performed" in error_message(exc):
+        with aws_errors("CreateStack/UpdateStack", f"stack {config.stack_name}"):
+            try:
+                if stack is None:
+                    self.progress(f"creating stack {config.stack_name}")
+                    cfn.create_stack(
+                        **arguments, Tags=[{"Key": "hopper:stack", "Value": config.stack_name}]
+                    )
+                else:
+                    self.progress(f"updating stack {config.stack_name}")
+                    cfn.update_stack(**arguments)
+            except boto_errors() as exc:
+                if "No updates are to be performed" not in error_message(exc):
+                    raise
                 self.progress(f"{config.stack_name} is already up to date")
                 return self.outputs(config.stack_name)
-            raise translate(
-                exc, operation="CreateStack/UpdateStack", resource=f"stack {config.stack_name}"
-            ) from None
         final = self._wait(config.stack_name, since)
         if _FAILED_STACK.search(final):
             raise DeployError(
@@ -253,29 +254,26 @@ class Deployer:
         if function.startswith("arn:"):
             return function
         name, _, qualifier = function.partition(":")
-        try:
-            config = self._client("lambda").get_function_configuration(FunctionName=function)
-            arn = str(config["FunctionArn"])
-        except aws.boto_errors() as exc:
-            if not (is_fatal_code(error_code(exc))):
-                raise translate(
-                    exc, operation="GetFunctionConfiguration", resource=f"function {function}"
-                ) from None
-            arn = self._arn_from_account(name)
-            self.progress(
-                f"warning: worker {function} not found ({error_code(exc)}); "
-                f"the policy names {arn}{':' + qualifier if qualifier else ''}"
-            )
+        with aws_errors("GetFunctionConfiguration", f"function {function}"):
+            try:
+                config = self._client("lambda").get_function_configuration(FunctionName=function)
+                arn = str(config["FunctionArn"])
+            except boto_errors() as exc:
+                if not is_fatal_code(error_code(exc)):
+                    raise
+                arn = self._arn_from_account(name)
+                self.progress(
+                    f"warning: worker {function} not found ({error_code(exc)}); "
+                    f"the policy names {arn}{':' + qualifier if qualifier else ''}"
+                )
         if qualifier and not arn.endswith(f":{qualifier}"):
             arn = f"{arn}:{qualifier}"
         return arn
 
     def _arn_from_account(self, name: str) -> str:
         sts = self._client("sts")
-        try:
+        with aws_errors("GetCallerIdentity", "the caller"):
             identity = sts.get_caller_identity()
-        except aws.boto_errors() as exc:
-            raise translate(exc, operation="GetCallerIdentity", resource="the caller") from None
         caller = str(identity["Arn"])  # arn:PARTITION:iam::ACCOUNT:...
         partition = caller.split(":")[1] if caller.startswith("arn:") else "aws"
         region = self._client("lambda").meta.region_name
@@ -283,26 +281,24 @@ class Deployer:
 
     def _upload(self, bucket: str, key: str, data: bytes) -> None:
         s3 = self._client("s3")
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
-            return  # Same hash, same bytes: already there.
-        except aws.boto_errors() as exc:
-            if not is_missing_object(exc):
-                raise translate(
-                    exc, operation="HeadObject", resource=f"s3://{bucket}/{key}"
-                ) from None
-        try:
+        with aws_errors("HeadObject", f"s3://{bucket}/{key}"):
+            try:
+                s3.head_object(Bucket=bucket, Key=key)
+                return  # Same hash, same bytes: already there.
+            except boto_errors() as exc:
+                if not is_missing_object(exc):
+                    raise
+        with aws_errors("PutObject", f"s3://{bucket}/{key}"):
             s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/zip")
-        except aws.boto_errors() as exc:
-            raise translate(exc, operation="PutObject", resource=f"s3://{bucket}/{key}") from None
 
     def _describe(self, name: str) -> dict[str, Any] | None:
-        try:
-            stacks = self._client("cloudformation").describe_stacks(StackName=name)["Stacks"]
-        except aws.boto_errors() as exc:
-            if "does not exist" in error_message(exc):
-                return None
-            raise translate(exc, operation="DescribeStacks", resource=f"stack {name}") from None
+        with aws_errors("DescribeStacks", f"stack {name}"):
+            try:
+                stacks = self._client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+            except boto_errors() as exc:
+                if "does not exist" in error_message(exc):
+                    return None
+                raise
         if not stacks or stacks[0]["StackStatus"] == "DELETE_COMPLETE":
             return None
         return dict(stacks[0])
@@ -311,7 +307,7 @@ class Deployer:
         try:
             pages = self._client("cloudformation").get_paginator("describe_stack_events")
             events = [e for page in pages.paginate(StackName=name) for e in page["StackEvents"]]
-        except aws.boto_errors():
+        except boto_errors():
             return []
         recent = [e for e in events if e["Timestamp"].timestamp() >= since]
         # The API lists newest first; reversed, a stable sort keeps ties in the order they happened.
@@ -376,19 +372,19 @@ class Deployer:
         }
         rule = outputs.get("RuleArn", "").rpartition("/")[2] or name
         try:
-            described = self._client("events").describe_rule(Name=rule)
+            with aws_errors("DescribeRule", f"rule {rule}"):
+                described = self._client("events").describe_rule(Name=rule)
             report["schedule"] = {
                 "expression": described.get("ScheduleExpression"),
                 "state": described.get("State"),
                 "enabled": described.get("State") == "ENABLED",
             }
-        except aws.boto_errors() as exc:
-            report["schedule"] = {
-                "error": str(translate(exc, operation="DescribeRule", resource=f"rule {rule}"))
-            }
+        except HopperError as exc:
+            report["schedule"] = {"error": str(exc)}
         function = outputs.get("FunctionName", name)
         try:
-            config = self._client("lambda").get_function_configuration(FunctionName=function)
+            with aws_errors("GetFunctionConfiguration", f"function {function}"):
+                config = self._client("lambda").get_function_configuration(FunctionName=function)
             report["function"] = {
                 key: config.get(key)
                 for key in (
@@ -403,14 +399,8 @@ class Deployer:
                 )
             }
             report["function"]["Environment"] = config.get("Environment", {}).get("Variables", {})
-        except aws.boto_errors() as exc:
-            report["function"] = {
-                "error": str(
-                    translate(
-                        exc, operation="GetFunctionConfiguration", resource=f"function {function}"
-                    )
-                )
-            }
+        except HopperError as exc:
+            report["function"] = {"error": str(exc)}
         return report
 
     # ----------------------------------------------------------------------------- invoke
@@ -419,25 +409,19 @@ class Deployer:
         """Run the deployed hopper now and return its summary."""
         function = self.outputs(name).get("FunctionName", name)
         control = self._client("lambda")
-        try:
+        with aws_errors("GetFunctionConfiguration", f"function {function}"):
             timeout = int(
                 control.get_function_configuration(FunctionName=function).get("Timeout", 300)
             )
-        except aws.boto_errors() as exc:
-            raise translate(
-                exc, operation="GetFunctionConfiguration", resource=f"function {function}"
-            ) from None
         # Wait as long as the function may run, and never send it twice (boto3 #883).
         client = aws.client(self._session, "lambda", max_attempts=1, read_timeout=timeout + 30)
-        try:
+        with aws_errors("Invoke", f"function {function}"):
             response = client.invoke(
                 FunctionName=function,
                 InvocationType="RequestResponse",
                 Payload=json.dumps(event or {}).encode("utf-8"),
             )
-        except aws.boto_errors() as exc:
-            raise translate(exc, operation="Invoke", resource=f"function {function}") from None
-        raw = response["Payload"].read()
+            raw = response["Payload"].read()
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -471,10 +455,8 @@ class Deployer:
 
     def _delete_and_wait(self, name: str) -> None:
         since = time.time() - 5
-        try:
+        with aws_errors("DeleteStack", f"stack {name}"):
             self._client("cloudformation").delete_stack(StackName=name)
-        except aws.boto_errors() as exc:
-            raise translate(exc, operation="DeleteStack", resource=f"stack {name}") from None
         final = self._wait(name, since)
         if final != "DELETE_COMPLETE":
             raise DeployError(f"stack {name} ended {final}: {self._failure_reasons(name, since)}")
@@ -487,14 +469,14 @@ class Deployer:
 
     def _delete_artifacts(self, bucket: str, name: str) -> list[str]:
         s3 = self._client("s3")
-        removed = []
-        try:
-            for key in list(self._artifact_keys(bucket, name)):
-                s3.delete_object(Bucket=bucket, Key=key)
-                removed.append(f"s3://{bucket}/{key}")
-                self.progress(f"deleted s3://{bucket}/{key}")
-        except aws.boto_errors() as exc:
-            if error_code(exc) == "NoSuchBucket":
-                return removed
-            raise translate(exc, operation="DeleteObject", resource=f"bucket {bucket}") from None
+        removed: list[str] = []
+        with aws_errors("DeleteObject", f"bucket {bucket}"):
+            try:
+                for key in list(self._artifact_keys(bucket, name)):
+                    s3.delete_object(Bucket=bucket, Key=key)
+                    removed.append(f"s3://{bucket}/{key}")
+                    self.progress(f"deleted s3://{bucket}/{key}")
+            except boto_errors() as exc:
+                if error_code(exc) != "NoSuchBucket":
+                    raise
         return removed

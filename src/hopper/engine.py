@@ -1,9 +1,14 @@
-"""run() and plan(): wire list -> select -> batch -> dispatch -> summary. No I/O of its own."""
+"""run() and plan() for one run: list -> select -> batch -> dispatch -> summary.
+
+No I/O of its own: the source, the target and the hooks do it. What a caller adds to a run
+(the stateful run's ledger, checkpoint, incremental filter and lease) comes through RunHooks.
+"""
 
 from __future__ import annotations
 
 import itertools
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -11,14 +16,49 @@ from typing import Any
 
 from hopper.batching import EventSizer, Oversize, make_batches
 from hopper.config import RunConfig
-from hopper.dispatch import INTERRUPTED, Dispatcher, InOrder, Outcome, RetryPolicy
+from hopper.dispatch import Dispatcher
+from hopper.dispatch_loop import LoopDispatcher
+from hopper.dispatch_threads import ThreadDispatcher
 from hopper.errors import InvalidInput
-from hopper.event import encode_event
-from hopper.items import Batch, Item
+from hopper.event import EventRecipe
+from hopper.items import INTERRUPTED, Batch, Item, Outcome, Skipped, Stop
+from hopper.retry import RetryPolicy
 from hopper.selection import Selector
 from hopper.sources import STATE_PREFIX, Source, parse_source
 from hopper.summary import SHOW, PlanSummary, RunSummary
-from hopper.targets import Target, parse_target
+from hopper.target import Multiplexing, Target
+from hopper.targets import parse_target
+from hopper.threshold import Threshold
+
+
+class RunHooks:
+    """What a caller adds to a run: override the methods you need; each default adds nothing.
+
+    As Powertools' BasePartialProcessor declares its hooks, this declares every point where a
+    run calls out, and from which thread.
+    """
+
+    def keep(self, item: Item) -> bool:
+        """False drops an item that has not changed (incremental runs). It is counted as
+        unchanged and does not count toward --limit. Called from the listing's thread."""
+        return True
+
+    def should_stop(self) -> Stop | None:
+        """Asked before each batch is taken; a Stop ends dispatch after what is in flight."""
+        return None
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """Every batch's outcome, in any order, one call at a time, from a dispatch thread;
+        always before the cursor may pass that batch."""
+
+    def on_advance(self, outcome: Outcome) -> None:
+        """Each settled batch in batch order (so in key order), as the cursor passes it."""
+
+    def on_progress(self, summary: RunSummary) -> None:
+        """The summary so far: every 100 items selected, after each outcome, at the end."""
+
+
+_NO_HOOKS = RunHooks()
 
 
 def new_run_id() -> str:
@@ -26,17 +66,17 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def make_source(config: RunConfig, *, boto3_session: Any = None) -> Source:
+def make_source(config: RunConfig, *, session: Any = None) -> Source:
     return parse_source(
         config.source,
         mode=config.mode,
-        boto3_session=boto3_session,
+        session=session,
         transport_name=config.transport,
         parallelism=config.list_parallelism,
     )
 
 
-def make_target(config: RunConfig, *, boto3_session: Any = None) -> Target:
+def make_target(config: RunConfig, *, session: Any = None) -> Target:
     if config.target is None:
         raise InvalidInput("no target: pass --target lambda:NAME or --target FILE.py:FUNCTION")
     return parse_target(
@@ -45,7 +85,7 @@ def make_target(config: RunConfig, *, boto3_session: Any = None) -> Target:
         concurrency=config.effective_concurrency(),
         timeout=config.timeout,
         memory=config.memory,
-        boto3_session=boto3_session,
+        session=session,
         transport_name=config.transport,
     )
 
@@ -55,15 +95,15 @@ def _selected(
     config: RunConfig,
     *,
     on_listed: Callable[[Item], None],
-    on_skipped: Callable[[Any], None],
+    on_skipped: Callable[[Skipped], None],
     on_selected: Callable[[Item], None],
-    keep: Callable[[Item], bool] | None = None,
+    hooks: RunHooks = _NO_HOOKS,
     on_unchanged: Callable[[Item], None] | None = None,
     hide: tuple[str, ...] = (),
 ) -> Iterator[Item]:
     """The listing, filtered and limited, counted as it streams past.
 
-    `keep` is a last filter (incremental mode: has the item changed?); what it drops is
+    `hooks.keep` is a last filter (incremental mode: has the item changed?); what it drops is
     reported to `on_unchanged` and does not count toward --limit.
     """
     select = Selector.from_config(config)
@@ -80,8 +120,9 @@ def _selected(
                 yield item
 
     chosen: Iterator[Item] = (item for item in listed() if select(item))
-    if keep is not None:
-        chosen = _kept(chosen, keep, on_unchanged)
+    # Hooks that keep everything cost the listing no call per item.
+    if type(hooks).keep is not RunHooks.keep:
+        chosen = _kept(chosen, hooks.keep, on_unchanged)
     if config.limit is not None:
         chosen = itertools.islice(chosen, config.limit)
     for item in chosen:
@@ -101,11 +142,12 @@ def _kept(
             on_dropped(item)
 
 
-class _Cursor:
+class Cursor:
     """The last key before which every batch has settled (dispatched or failed).
 
     Batches settle out of order; only the contiguous prefix counts, so a resumed run starting
-    after the cursor misses nothing.
+    after the cursor misses nothing. A batch not dispatched blocks the cursor for good. Holds
+    at most the in-flight window of outcomes.
     """
 
     def __init__(
@@ -113,41 +155,59 @@ class _Cursor:
     ) -> None:
         self.key = start_after
         self._on_advance = on_advance
-        self._order = InOrder(self._advance)
-
-    def _advance(self, outcome: Outcome) -> None:
-        self.key = outcome.batch.last_key
-        if self._on_advance is not None:
-            self._on_advance(outcome)
+        self._next = 1
+        self._waiting: dict[int, Outcome] = {}
+        self._blocked = False
 
     def settle(self, outcome: Outcome) -> None:
-        self._order.settle(outcome)
+        if self._blocked:
+            return
+        self._waiting[outcome.batch.index] = outcome
+        while self._next in self._waiting:
+            ready = self._waiting.pop(self._next)
+            if not ready.settled:
+                self._blocked = True
+                self._waiting.clear()
+                return
+            self.key = ready.batch.last_key
+            if self._on_advance is not None:
+                self._on_advance(ready)
+            self._next += 1
+
+
+def dispatcher_for(target: Target, **rules: Any) -> Dispatcher:
+    """The one-thread loop for a target that can multiplex now, the threads otherwise.
+    `rules` are Dispatcher's keyword arguments."""
+    if isinstance(target, Multiplexing):
+        stream = target.multiplexer(int(rules["concurrency"]))
+        if stream is not None:
+            return LoopDispatcher(target, stream, **rules)
+    return ThreadDispatcher(target, **rules)
 
 
 def run(
     config: RunConfig,
     *,
-    boto3_session: Any = None,
+    session: Any = None,
     source: Source | None = None,
     target: Target | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None,
-    on_progress: Callable[[RunSummary], None] | None = None,
+    hooks: RunHooks | None = None,
+    stop: threading.Event | None = None,
     retry: RetryPolicy | None = None,
-    keep: Callable[[Item], bool] | None = None,
-    should_stop: Callable[[], str | None] | None = None,
     hide: tuple[str, ...] = (),
-    on_advance: Callable[[Outcome], None] | None = None,
 ) -> RunSummary:
-    """Run once. Raises HopperError if the run cannot start; otherwise returns the summary.
+    """Run once, without state. Raises HopperError if the run cannot start; otherwise returns
+    the summary. (hopper.run is the one entry point: it runs with state when config.state is
+    set, and comes here otherwise.)
 
-    `keep` drops unchanged items (incremental mode); `should_stop` can end dispatch early;
-    keys under a `hide` prefix (where the run keeps its state) are never listed;
-    `on_advance` gets each settled batch in key order, as the cursor moves past it.
+    Setting `stop` (Ctrl-C) ends dispatch after the batches in flight; so does --max-failures,
+    once crossed. Keys under a `hide` prefix (where the run keeps its state) are never listed.
     """
+    hooks = hooks or _NO_HOOKS
     clock = time.monotonic
     began = clock()
-    source = source or make_source(config, boto3_session=boto3_session)
-    target = target or make_target(config, boto3_session=boto3_session)
+    source = source or make_source(config, session=session)
+    target = target or make_target(config, session=session)
     run_id = config.run_id or new_run_id()
     summary = RunSummary(
         run_id=run_id,
@@ -157,11 +217,8 @@ def run(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     counts = summary.counts
-    cursor = _Cursor(config.start_after, on_advance)
-
-    def progress() -> None:
-        if on_progress is not None:
-            on_progress(summary)
+    cursor = Cursor(config.start_after, hooks.on_advance)
+    threshold = Threshold(config.max_failures)
 
     def listed(_: Item) -> None:
         counts.listed += 1
@@ -169,25 +226,34 @@ def run(
     def selected(_: Item) -> None:
         counts.selected += 1
         if counts.selected % 100 == 0:
-            progress()
+            hooks.on_progress(summary)
 
     def settled(outcome: Outcome) -> None:
         summary.record(outcome)
+        threshold.add(outcome)
         # The outcome is reported before the cursor may pass it: a ledger written from
         # on_outcome never lags a checkpoint written from on_advance.
-        if on_outcome is not None:
-            on_outcome(outcome)
+        hooks.on_outcome(outcome)
         cursor.settle(outcome)
-        progress()
+        hooks.on_progress(summary)
 
     def unchanged(_: Item) -> None:
         counts.unchanged += 1
+
+    def should_stop() -> Stop | None:
+        asked = hooks.should_stop()
+        if asked is not None:
+            return asked
+        if stop is not None and stop.is_set():
+            return INTERRUPTED
+        return threshold.crossed()
 
     def counted(plan: Iterator[Batch | Oversize]) -> Iterator[Batch | Oversize]:
         for step in plan:
             counts.batches += 1
             yield step
 
+    recipe = EventRecipe(run_id=run_id, payload=config.payload, bucket=source.bucket)
     target.prepare()
     try:
         items = _selected(
@@ -196,7 +262,7 @@ def run(
             on_listed=listed,
             on_skipped=summary.record_skip,
             on_selected=selected,
-            keep=keep,
+            hooks=hooks,
             on_unchanged=unchanged,
             hide=hide,
         )
@@ -206,57 +272,40 @@ def run(
             limit=config.payload_limit,
             sizer=EventSizer(run_id=run_id, payload=config.payload, bucket=source.bucket),
         )
-        dispatcher = Dispatcher(
+        dispatcher = dispatcher_for(
             target,
-            run_id=run_id,
-            payload=config.payload,
-            bucket=source.bucket,
+            recipe=recipe,
             concurrency=config.effective_concurrency(),
             deadline_at=began + config.deadline if config.deadline else None,
             retry=retry or RetryPolicy(max_attempts=config.max_attempts),
             clock=clock,
             should_stop=should_stop,
-            max_chunk=1 if config.max_failures is not None else None,
+            # A local worker runs through a chunk of short tasks faster than their results
+            # can be counted: one at a time keeps the threshold exact.
+            max_chunk=1 if threshold.active else None,
         )
         ended = dispatcher.run(counted(plan_), settled)
     finally:
         target.close()
 
-    counts.not_dispatched = counts.selected - counts.dispatched - counts.failed
-    summary.listing_complete = ended.exhausted
-    if not ended.exhausted or counts.not_dispatched:
-        summary.cursor = cursor.key
-    if ended.fatal is not None:
-        summary.error = str(ended.fatal)
-    summary.stopped = ended.stopped
-    if ended.deadline_reached and summary.stopped is None:
-        summary.stopped = "deadline reached"
-    clean = counts.failed == 0 and counts.not_dispatched == 0
-    if clean and ended.exhausted and summary.error is None:
-        summary.status = "succeeded"
-    elif (
-        summary.error is None
-        and counts.failed == 0
-        and (ended.deadline_reached or ended.stopped == INTERRUPTED)
-    ):
-        summary.status = "incomplete"
-    else:
-        summary.status = "failed"
-    summary.results.sort(key=lambda entry: entry["batch"])
-    summary.failures.sort(key=lambda entry: entry["batch"])
-    summary.duration_s = round(clock() - began, 3)
-    progress()
+    summary.finish(
+        exhausted=ended.exhausted,
+        deadline_reached=ended.deadline_reached,
+        stop=ended.stopped,
+        fatal=ended.fatal,
+        cursor=cursor.key,
+        duration_s=clock() - began,
+    )
+    hooks.on_progress(summary)
     return summary
 
 
-def plan(
-    config: RunConfig, *, boto3_session: Any = None, source: Source | None = None
-) -> PlanSummary:
+def plan(config: RunConfig, *, session: Any = None, source: Source | None = None) -> PlanSummary:
     """List, select and batch exactly as run() would, and invoke nothing."""
     if config.target is not None:
         # Validates the syntax only; no worker is loaded and no AWS call is made.
         parse_target(config.target, invocation_type=config.invocation_type)
-    source = source or make_source(config, boto3_session=boto3_session)
+    source = source or make_source(config, session=session)
     summary = PlanSummary(
         source=source.describe(),
         target=config.target,
@@ -265,11 +314,12 @@ def plan(
         payload_limit=config.payload_limit,
     )
     run_id = new_run_id()
+    recipe = EventRecipe(run_id=run_id, payload=config.payload, bucket=source.bucket)
 
     def listed(_: Item) -> None:
         summary.listed += 1
 
-    def skipped(_: Any) -> None:
+    def skipped(_: Skipped) -> None:
         summary.skipped += 1
 
     def selected(item: Item) -> None:
@@ -293,11 +343,7 @@ def plan(
         n = len(step.items)
         summary.min_batch_items = min(summary.min_batch_items or n, n)
         summary.max_batch_items = max(summary.max_batch_items, n)
-        size = len(
-            encode_event(
-                batch=step, run_id=run_id, attempt=1, payload=config.payload, bucket=source.bucket
-            )
-        )
+        size = len(recipe.encode(step, 1))
         if size > summary.largest_payload_bytes:
             summary.largest_payload_bytes = size
             summary.largest_payload_batch = step.index

@@ -1,16 +1,37 @@
-"""One error tree for hopper; botocore errors are translated here, at the boundary.
+"""One error tree for hopper; botocore errors are translated into it here, at the boundary.
 
-Every error carries the exit code the CLI uses, so a caller never has to map types to codes:
-2 means the input was bad (nothing was invoked), 1 means a run or an AWS call failed.
+Every error carries the exit code the CLI uses, so no caller maps types to codes:
+
+    HopperError                 exit 1: a run or an AWS call failed
+    ├── InvalidInput            exit 2: bad input; raised before anything is invoked
+    │   └── WorkerLoadError     a local worker file or module that does not load
+    ├── AWSError                an AWS call failed; names the operation and the resource
+    │   ├── NotFound            no such bucket, key or function (or not visible)
+    │   └── AccessDenied        the credentials lack a permission
+    ├── CredentialsError        no usable credentials, profile or region
+    ├── TransientError          worth repeating: throttling, a 5xx, a dropped connection
+    ├── LeaseHeld               exit 3: another run holds the state location
+    ├── Conflict                a conditional write lost (the lease's; handled inside hopper)
+    ├── DeployError             a stack operation ended in a failed state
+    └── StartFailure            a run that failed before it listed or sent anything
+
+Exit codes: 0 success, 1 failed, 2 bad input, 3 lease held, 130 interrupted (Ctrl-C).
+
+`aws_errors(operation, resource)` wraps AWS calls: any botocore error raised inside it comes
+out as one of the above, chained to the botocore cause.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_LEASE_HELD = 3
+EXIT_INTERRUPTED = 130
 
 
 class HopperError(Exception):
@@ -67,6 +88,37 @@ class AccessDenied(AWSError):
 
 class CredentialsError(HopperError):
     """No usable AWS credentials or region."""
+
+
+class TransientError(HopperError):
+    """A call that may succeed if repeated: throttling, a 5xx, a dropped connection.
+
+    `may_have_run` is true when the request may have reached the function before the failure
+    (a read timeout or a connection closed mid-response); a synchronous call is then not
+    repeated, because the worker may already have done the work.
+    """
+
+    def __init__(self, message: str, *, may_have_run: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_run = may_have_run
+
+
+class LeaseHeld(HopperError):
+    """Another run holds the state location."""
+
+    exit_code = EXIT_LEASE_HELD
+
+
+class Conflict(HopperError):
+    """A conditional write lost: the object exists, or changed since it was read."""
+
+
+class DeployError(HopperError):
+    """A stack operation failed; the message carries the failed resources' reasons."""
+
+
+class StartFailure(HopperError):
+    """A run failed before it listed or sent anything: its error is all there is to say."""
 
 
 # Error codes that make every later call fail the same way: the run stops at the first one
@@ -169,6 +221,23 @@ def is_fatal_code(code: str) -> bool:
     return code in _NOT_FOUND_CODES or code in _ACCESS_CODES
 
 
+def boto_errors() -> tuple[type[Exception], ...]:
+    """The exceptions an AWS call can raise, for `except` clauses at the boundary.
+
+    botocore is imported here, when an exception is being matched, not when hopper loads:
+    local mode never imports it.
+    """
+    import botocore.exceptions
+    import botocore.parsers
+
+    return (
+        botocore.exceptions.ClientError,
+        botocore.exceptions.BotoCoreError,
+        # An endpoint that answers what botocore cannot parse (an emulator's internal error).
+        botocore.parsers.ResponseParserError,
+    )
+
+
 def translate(exc: BaseException, *, operation: str, resource: str) -> HopperError:
     """Turn a botocore exception into a HopperError naming the operation and resource."""
     if isinstance(exc, HopperError):
@@ -194,14 +263,14 @@ def translate(exc: BaseException, *, operation: str, resource: str) -> HopperErr
     return AWSError(text, operation=operation, resource=resource, code=code or name, hint=hint)
 
 
-class TransientError(HopperError):
-    """A call that may succeed if repeated: throttling, a 5xx, a dropped connection.
+@contextmanager
+def aws_errors(operation: str, resource: str) -> Iterator[None]:
+    """Translate what the AWS calls inside raise, as httpx's map_httpcore_exceptions does.
 
-    `may_have_run` is true when the request may have reached the function before the failure
-    (a read timeout or a connection closed mid-response); a synchronous call is then not
-    repeated, because the worker may already have done the work.
+    A HopperError raised inside passes unchanged; a botocore error becomes the HopperError that
+    names `operation` and `resource`, with the botocore error as its `__cause__`.
     """
-
-    def __init__(self, message: str, *, may_have_run: bool = False) -> None:
-        super().__init__(message)
-        self.may_have_run = may_have_run
+    try:
+        yield
+    except boto_errors() as exc:
+        raise translate(exc, operation=operation, resource=resource) from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +71,24 @@ def encode_event(
     return dumps(
         build_event(batch=batch, run_id=run_id, attempt=attempt, payload=payload, bucket=bucket)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecipe:
+    """What every event of one run shares: the run id, the run's payload and the bucket."""
+
+    run_id: str
+    payload: Mapping[str, Any]
+    bucket: str | None
+
+    def encode(self, batch: Batch, attempt: int) -> bytes:
+        return encode_event(
+            batch=batch,
+            run_id=self.run_id,
+            attempt=attempt,
+            payload=self.payload,
+            bucket=self.bucket,
+        )
 
 
 # One batch and attempt as plain tuples, which pickle about 15 times faster than the

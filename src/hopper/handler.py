@@ -22,9 +22,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from hopper import aws, engine
+from hopper import aws, runner
 from hopper.config import RunConfig
-from hopper.errors import HopperError, InvalidInput, translate
+from hopper.errors import HopperError, InvalidInput, LeaseHeld, aws_errors
+from hopper.items import StopReason
 from hopper.summary import RunSummary
 
 log = logging.getLogger("hopper.handler")
@@ -169,25 +170,20 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     config = RunConfig.from_mapping(run_options)
     session = aws.make_session(lean=True)
     log.info("hop %d: %s -> %s after %r", hop, config.source, config.target, config.start_after)
-    if config.state:
-        from hopper.lease import LeaseHeld
-        from hopper.stateful import run_with_state
-
-        try:
-            summary = run_with_state(config, boto3_session=session)
-        except LeaseHeld as exc:
-            # Another invocation runs this job now (a tick, or a continuation): single flight.
-            log.warning("skipped: %s", exc)
-            return {"status": "skipped", "reason": str(exc), "hop": hop, "continued": False}
-    else:
-        summary = engine.run(config, boto3_session=session)
+    try:
+        summary = runner.run(config, session=session)
+    except LeaseHeld as exc:
+        # Another invocation runs this job now (a tick, or a continuation): single flight.
+        log.warning("skipped: %s", exc)
+        return {"status": "skipped", "reason": str(exc), "hop": hop, "continued": False}
     result = summary.to_dict()
     result["hop"] = hop
     result["continued"] = False
     handing_on = (
         summary.cursor is not None
         and summary.error is None
-        and summary.stopped == "deadline reached"
+        and summary.stop is not None
+        and summary.stop.reason is StopReason.DEADLINE
     )
     if handing_on:
         if summary.cursor == config.start_after:
@@ -219,15 +215,11 @@ def _continue(
     }
     function = context.invoked_function_arn
     client = aws.client(session, "lambda", max_attempts=3)
-    try:
+    # Failing this invocation makes Lambda retry it from the same cursor.
+    with aws_errors("Invoke (continuation)", f"function {function}"):
         client.invoke(
             FunctionName=function,
             InvocationType="Event",
             Payload=json.dumps(event).encode("utf-8"),
         )
-    except aws.boto_errors() as exc:
-        # Failing this invocation makes Lambda retry it from the same cursor.
-        raise translate(
-            exc, operation="Invoke (continuation)", resource=f"function {function}"
-        ) from None
     log.info("handed on to hop %d after %r", hop, summary.cursor)

@@ -1,9 +1,11 @@
-"""The values that flow through a run: items listed from a source, and batches of them."""
+"""The values that flow through a run: items listed from a source, batches of them, and what
+became of each batch (its Outcome) and of the run (why it stopped early, if it did)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 
@@ -65,3 +67,55 @@ class Batch:
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(item.key for item in self.items)
+
+
+class BatchStatus(StrEnum):
+    """What dispatch did with a batch. The values are those the ledger and JSON carry."""
+
+    # Lambda accepted the batch, or the local call ran.
+    DISPATCHED = "dispatched"
+    # Dispatch failed after retries, or with an error not worth retrying.
+    FAILED = "failed"
+    # Stopped before sending (deadline, interrupt, threshold): it stays retryable.
+    NOT_DISPATCHED = "not_dispatched"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one batch."""
+
+    batch: Batch
+    status: BatchStatus
+    attempts: int = 0
+    request_id: str | None = None
+    result: Any = None
+    error_type: str | None = None
+    error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Dispatched or definitely failed: a resumed run need not look at it again."""
+        return self.status is not BatchStatus.NOT_DISPATCHED
+
+
+class StopReason(StrEnum):
+    """Why a run stopped before its listing was done."""
+
+    DEADLINE = "deadline"
+    INTERRUPTED = "interrupted"
+    LEASE_LOST = "lease lost"
+    FAILURE_THRESHOLD = "failure threshold"
+    FATAL_ERROR = "fatal error"
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """A stop reason and the words a person reads for it (the summary's `stopped`)."""
+
+    reason: StopReason
+    message: str
+
+
+DEADLINE_REACHED = Stop(StopReason.DEADLINE, "deadline reached")
+INTERRUPTED = Stop(StopReason.INTERRUPTED, "interrupted")
+LEASE_LOST = Stop(StopReason.LEASE_LOST, "lost the lease")

@@ -1,6 +1,7 @@
 """Local mode's target: a Python function `f(event, context)` in a pool of worker processes.
 
-Its own module so that the Lambda handler, which imports hopper.targets, never loads it.
+Its own module so that the Lambda handler never loads it. The child side of each process is
+hopper.localworker.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hopper.errors import WorkerLoadError
+from hopper.event import EventRecipe, dumps, task_row
+from hopper.items import Batch
 from hopper.localworker import WorkerSpec
-from hopper.targets import InvokeResult
+from hopper.target import InvokeResult
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,6 @@ class LocalTarget:
     """
 
     repeat_safe = True
-    returns_results = True
 
     def __init__(self, spec: WorkerSpec, *, processes: int = 1) -> None:
         self.spec = spec
@@ -185,7 +187,7 @@ class LocalTarget:
             self._all.discard(process)
 
     def invoke(self, payload: bytes) -> InvokeResult:
-        result = self.invoke_many([payload])[0]
+        result = self._run([payload], None)[0]
         assert result is not None
         return result
 
@@ -199,19 +201,33 @@ class LocalTarget:
             return 1
         return max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / max(self._per_task, 1e-6))))
 
-    def invoke_many(
+    def invoke_chunk(
+        self,
+        batches: Sequence[Batch],
+        recipe: EventRecipe,
+        *,
+        on_result: Callable[[int, InvokeResult], None],
+        keep_going: Callable[[], bool],
+    ) -> None:
+        """Each batch's first attempt, as its own invocation. The worker processes build the
+        events from compact task rows with hopper.event's code, which spares this process
+        most of the cost of a short task."""
+        rows = [task_row(batch, 1) for batch in batches]
+        shared = (recipe.run_id, dumps(recipe.payload).decode("utf-8"), recipe.bucket)
+        self._run(rows, shared, on_result=on_result, keep_going=keep_going)
+
+    def _run(
         self,
         tasks: list[Any],
+        shared: tuple[str, str, str | None] | None,
         *,
-        recipe: tuple[str, str, str | None] | None = None,
         on_result: Callable[[int, InvokeResult], None] | None = None,
         keep_going: Callable[[], bool] | None = None,
     ) -> list[InvokeResult | None]:
         """Run each task as its own invocation, with its own context and time limit.
 
-        A task is an encoded event; or, with `recipe` (run id, payload JSON, bucket), an
-        event.task_row that the worker process turns into the event itself, which spares
-        this process most of the cost of a short task.
+        A task is an encoded event; or, with `shared` (run id, payload JSON, bucket), an
+        event.task_row that the worker process turns into the event itself.
         `on_result(i, result)` hears of each as it ends; once `keep_going()` turns false the
         invocations not yet started are not started, and come back as None.
         """
@@ -223,7 +239,7 @@ class LocalTarget:
             pending = tasks[at:]
             ids = [self._request_id() for _ in pending]
             message = (
-                ("invoke", pending, ids) if recipe is None else ("build", recipe, pending, ids)
+                ("invoke", pending, ids) if shared is None else ("build", shared, pending, ids)
             )
             started = time.monotonic()
             try:

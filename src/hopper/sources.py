@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from hopper import aws, transport
-from hopper.errors import InvalidInput, error_code, translate
+from hopper import aws
+from hopper.errors import InvalidInput, aws_errors, boto_errors, error_code
 from hopper.items import Item, Page, Skipped
-from hopper.listing import FastLister, ListPage, page_from_response
-from hopper.partition import Partitioned
+from hopper.wire import transport
+from hopper.wire.listing import FastLister, ListPage, page_from_response
+from hopper.wire.partition import Partitioned
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,18 @@ _REDIRECTS = frozenset(
         "301",
     }
 )
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class Source(Protocol):
-    """Anything that lists items in key order. `bucket` is set for S3 sources only."""
+    """Anything that lists items in key order. `bucket` is set for S3 sources only.
+
+    `key_root` is what every key is relative to, ending in a separator: `s3://BUCKET/`, or a
+    folder's real path and `/`.
+    """
 
     bucket: str | None
     mode: str
+    key_root: str
 
     def pages(self, start_after: str | None = None) -> Iterator[Page]: ...
 
@@ -73,7 +78,7 @@ class S3Source:
         *,
         mode: str = "objects",
         s3_client: Any = None,
-        boto3_session: Any = None,
+        session: Any = None,
         transport_name: str = "auto",
         parallelism: int = 16,
     ) -> None:
@@ -85,8 +90,9 @@ class S3Source:
         if mode == "prefixes" and prefix and not prefix.endswith("/"):
             prefix += "/"
         self.prefix = prefix
+        self.key_root = f"s3://{bucket}/"
         self._client = s3_client
-        self._session = boto3_session
+        self._session = session
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -99,15 +105,11 @@ class S3Source:
 
     def pages(self, start_after: str | None = None) -> Iterator[Page]:
         begin = resume_point(start_after, self.mode)
-        try:
+        with aws_errors("ListObjectsV2", f"bucket {self.bucket}"):
             if transport.choose(self.transport) == "fast":
                 yield from self._fast(begin)
             else:
                 yield from self._paginated(begin)
-        except aws.boto_errors() as exc:
-            raise translate(
-                exc, operation="ListObjectsV2", resource=f"bucket {self.bucket}"
-            ) from None
 
     def _paginated(self, begin: str | None) -> Iterator[Page]:
         params: dict[str, Any] = {
@@ -132,7 +134,7 @@ class S3Source:
         try:
             try:
                 page = lister.page(start_after=begin)
-            except aws.boto_errors() as exc:
+            except boto_errors() as exc:
                 if error_code(exc) not in _REDIRECTS:
                     raise
                 # The bucket lives in another region: botocore's redirector knows the way.
@@ -188,6 +190,7 @@ class LocalSource:
         if not path.is_dir():
             raise InvalidInput(f"{str(root)!r} is not a folder")
         self.root = os.path.realpath(path)
+        self.key_root = self.root.rstrip(os.sep) + os.sep
         self.bucket: str | None = None
         self.mode = mode
 
@@ -300,7 +303,7 @@ def parse_source(
     text: str,
     *,
     mode: str = "objects",
-    boto3_session: Any = None,
+    session: Any = None,
     s3_client: Any = None,
     transport_name: str = "auto",
     parallelism: int = 16,
@@ -308,20 +311,13 @@ def parse_source(
     """`s3://BUCKET[/PREFIX]`, `file://PATH` or a folder path."""
     text = text.strip()
     if text.startswith("s3://"):
-        bucket, _, prefix = text[len("s3://") :].partition("/")
-        if not bucket:
-            raise InvalidInput(f"source {text!r} has no bucket: use s3://BUCKET[/PREFIX]")
-        if not _BUCKET_RE.match(bucket) or ".." in bucket:
-            raise InvalidInput(
-                f"source {text!r}: {bucket!r} is not a valid S3 bucket name "
-                "(3-63 lowercase letters, digits, dots and hyphens)"
-            )
+        bucket, prefix = aws.split_s3_url(text, what="source")
         return S3Source(
             bucket,
             prefix,
             mode=mode,
             s3_client=s3_client,
-            boto3_session=boto3_session,
+            session=session,
             transport_name=transport_name,
             parallelism=parallelism,
         )

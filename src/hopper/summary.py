@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from hopper.dispatch import DISPATCHED, FAILED, Outcome
-from hopper.items import Skipped
+from hopper.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from hopper.items import DEADLINE_REACHED, BatchStatus, Outcome, Skipped, Stop, StopReason
 
 # How many failures, results and skipped entries a summary keeps; the rest are only counted.
 SHOW = 20
@@ -38,6 +39,16 @@ class Counts:
     not_dispatched: int = 0
 
 
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    # Every selected item was dispatched and the listing is done.
+    SUCCEEDED = "succeeded"
+    # Stopped early (deadline, Ctrl-C) with nothing failed: to be resumed from the cursor.
+    INCOMPLETE = "incomplete"
+    # Something failed, or was left unsent for a reason other than a deadline or Ctrl-C.
+    FAILED = "failed"
+
+
 @dataclass
 class RunSummary:
     run_id: str
@@ -45,7 +56,7 @@ class RunSummary:
     target: str
     mode: str
     started_at: str
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
     duration_s: float = 0.0
     counts: Counts = field(default_factory=Counts)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -54,15 +65,64 @@ class RunSummary:
     listing_complete: bool = False
     cursor: str | None = None
     error: str | None = None
-    stopped: str | None = None
+    stop: Stop | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        return self.status is RunStatus.SUCCEEDED
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        if self.ok:
+            return EXIT_OK
+        if self.stop is not None and self.stop.reason is StopReason.INTERRUPTED:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the run stopped early, in words; a fatal error is told by `error` instead."""
+        if self.stop is None or self.stop.reason is StopReason.FATAL_ERROR:
+            return None
+        return self.stop.message
+
+    def finish(
+        self,
+        *,
+        exhausted: bool,
+        deadline_reached: bool,
+        stop: Stop | None,
+        fatal: BaseException | None,
+        cursor: str | None,
+        duration_s: float,
+    ) -> None:
+        """Settle the counts, the cursor and the status once dispatch has ended."""
+        counts = self.counts
+        counts.not_dispatched = counts.selected - counts.dispatched - counts.failed
+        self.listing_complete = exhausted
+        if not exhausted or counts.not_dispatched:
+            self.cursor = cursor
+        if fatal is not None:
+            self.error = str(fatal)
+            stop = stop or Stop(StopReason.FATAL_ERROR, self.error)
+        if deadline_reached and stop is None:
+            stop = DEADLINE_REACHED
+        self.stop = stop
+        clean = counts.failed == 0 and counts.not_dispatched == 0
+        if clean and exhausted and self.error is None:
+            self.status = RunStatus.SUCCEEDED
+        elif (
+            self.error is None
+            and counts.failed == 0
+            and stop is not None
+            and stop.reason in (StopReason.DEADLINE, StopReason.INTERRUPTED)
+        ):
+            self.status = RunStatus.INCOMPLETE
+        else:
+            self.status = RunStatus.FAILED
+        self.results.sort(key=lambda entry: entry["batch"])
+        self.failures.sort(key=lambda entry: entry["batch"])
+        self.duration_s = round(duration_s, 3)
 
     def record_skip(self, skip: Skipped) -> None:
         self.counts.skipped += 1
@@ -72,7 +132,7 @@ class RunSummary:
     def record(self, outcome: Outcome) -> None:
         size = len(outcome.batch.items)
         counts = self.counts
-        if outcome.status == DISPATCHED:
+        if outcome.status is BatchStatus.DISPATCHED:
             counts.dispatched += size
             counts.dispatched_batches += 1
             if outcome.result is not None and len(self.results) < SHOW:
@@ -84,7 +144,7 @@ class RunSummary:
                     }
                 )
             return
-        if outcome.status == FAILED:
+        if outcome.status is BatchStatus.FAILED:
             counts.failed += size
             counts.failed_batches += 1
         if len(self.failures) < SHOW:
@@ -102,8 +162,24 @@ class RunSummary:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("counts"))
+        data = {
+            "run_id": self.run_id,
+            "source": self.source,
+            "target": self.target,
+            "mode": self.mode,
+            "started_at": self.started_at,
+            "status": self.status,
+            "duration_s": self.duration_s,
+            "failures": self.failures,
+            "results": self.results,
+            "skipped": self.skipped,
+            "listing_complete": self.listing_complete,
+            "cursor": self.cursor,
+            "error": self.error,
+            "stopped": self.stopped,
+        }
+        # The counts come last; their `skipped` count takes the place of the list's key.
+        data.update(asdict(self.counts))
         return data
 
 

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from hopper.cli import cli
-from hopper.deploy import ARTIFACTS, DeployConfig, Deployer, DeployError
+from hopper.deploy import ARTIFACTS, DeployConfig, Deployer
+from hopper.errors import DeployError
 
 from .conftest import make_world, markers, wait_for_markers
 
@@ -80,7 +81,7 @@ def test_a_failed_update_shows_the_resources_reasons(
 ) -> None:
     bucket, worker, stack = "e2e-fail", "fail-worker", "hopper-fails"
     make_world(session, bucket, worker, "markers/")
-    deployer = Deployer(boto3_session=session, poll_seconds=0.2)
+    deployer = Deployer(session=session, poll_seconds=0.2)
     config = DeployConfig(source=f"s3://{bucket}/datasets", target=worker, stack_name=stack)
     deployer.deploy(config)
     # A new package whose upload is lost: the function's code update cannot find it.

@@ -327,3 +327,44 @@ def test_deploy_commands_refuse_bad_input_before_any_aws_call(
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("threshold", ["1", "20%"])
+def test_max_failures_stops_a_local_run_without_state(tmp_path: Path, threshold: str) -> None:
+    """--max-failures belongs to the run, not to its state: without --state it still stops."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(30):
+        (data / f"f{i:02}.csv").write_text("x\n")
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    worker = tmp_path / "w.py"
+    worker.write_text(
+        "import os\n"
+        "def handler(event, context):\n"
+        f"    open(os.path.join({str(calls)!r}, context.aws_request_id), 'w').close()\n"
+        "    raise ValueError('cannot parse ' + event['dataset_prefix'])\n"
+    )
+    result = invoke(
+        "run",
+        str(data),
+        "--target",
+        f"{worker}:handler",
+        "--concurrency",
+        "1",
+        "--max-failures",
+        threshold,
+        "--json",
+    )
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "failed"
+    assert doc["stopped"].startswith("failure threshold crossed")
+    # One at a time: the run stopped at the failure that crossed the threshold, and the
+    # worker ran exactly that often (a count above 1; a share above 20% once 20 have settled).
+    crossed_at = 2 if threshold == "1" else 20
+    assert doc["failed"] == crossed_at == len(list(calls.iterdir()))
+    # What batching had read ahead is reported, not sent; the rest was never even selected.
+    assert doc["not_dispatched"] == doc["selected"] - crossed_at
+    assert crossed_at < doc["selected"] < 30
+    assert doc["cursor"] == f"f{crossed_at - 1:02}.csv"

@@ -38,7 +38,7 @@ def world(server_session: Any) -> dict[str, str]:
 
 def deployer(session: Any, lines: list[str] | None = None) -> Deployer:
     return Deployer(
-        boto3_session=session,
+        session=session,
         poll_seconds=0.05,
         progress=(lines.append if lines is not None else None),
     )

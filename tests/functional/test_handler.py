@@ -185,9 +185,9 @@ def test_the_hop_bound_fails_with_a_clear_error(
 def test_with_state_the_handler_keeps_a_ledger_and_flies_single(
     session: Any, bucket: str, function: str, received: Received, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hopper.lease import Lease
-    from hopper.state import list_runs, report
-    from hopper.store import open_store
+    from hopper.runstate.lease import Lease
+    from hopper.runstate.record import list_runs, report
+    from hopper.runstate.store import open_store
 
     put(session, bucket, [f"d{i}/x.csv" for i in range(4)])
     state = f"s3://{bucket}/_hopper/state"

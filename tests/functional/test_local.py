@@ -13,6 +13,8 @@ from hopper import RunConfig, run
 from hopper.errors import WorkerLoadError
 from hopper.sources import LocalSource
 
+from ..hooks import OnOutcome
+
 NAMES = [
     "a.txt",
     "a/b.txt",
@@ -319,7 +321,7 @@ def test_events_built_by_the_worker_process_are_those_lambda_would_get(tmp_path:
     summary = run(
         RunConfig(source=str(tmp_path / "data"), target=f"{worker}:handler", payload=payload),
         target=target,
-        on_outcome=lambda o: got.append((o.batch, o.result)),
+        hooks=OnOutcome(lambda o: got.append((o.batch, o.result))),
     )
     assert summary.status == "succeeded" and summary.counts.dispatched == 400
     # The run went out in chunks, not one invocation per round trip.

@@ -22,9 +22,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from hopper import transport
-from hopper.mux import Mux
-from hopper.transport import Channel, Reply, parse_reply
+from hopper.wire import transport
+from hopper.wire.mux import Mux
+from hopper.wire.transport import Channel, Reply, parse_reply
 
 ANSWER = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nx-amzn-RequestId: r-%d\r\n\r\n"
 
@@ -299,11 +299,11 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serv
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert_file))
-    transport._tls_context.cache_clear()
+    transport.tls_context.cache_clear()
     served = Server(tls=context)
     yield served
     served.close()
-    transport._tls_context.cache_clear()
+    transport.tls_context.cache_clear()
 
 
 def test_tls_requests_go_through_the_handshake_and_keep_alive(tls_server: Server) -> None:
@@ -342,7 +342,7 @@ def test_an_untrusted_certificate_fails_to_connect(
     tls_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AWS_CA_BUNDLE")
-    transport._tls_context.cache_clear()
+    transport.tls_context.cache_clear()
     url = f"https://127.0.0.1:{tls_server.port}"
     mux = Mux(channel(url), 1)
     send(mux, url, [1])

@@ -8,12 +8,15 @@ from typing import Any
 import pytest
 
 from hopper import RetryPolicy, RunConfig, run
-from hopper.dispatch import DISPATCHED, FAILED, Outcome
 from hopper.errors import NotFound
-from hopper.targets import LambdaTarget
+from hopper.items import BatchStatus, Outcome
+from hopper.lambda_target import LambdaTarget
 
+from ..hooks import OnOutcome
 from .conftest import Received
 from .faults import FAULT_HEADER, Faults, response
+
+DISPATCHED, FAILED = BatchStatus.DISPATCHED, BatchStatus.FAILED
 
 AWKWARD = [
     "with space/file name.csv",
@@ -48,7 +51,7 @@ def test_every_key_of_a_large_bucket_is_delivered_exactly_once(
 ) -> None:
     keys = put_keys(session, bucket, 2600)
     summary = run(
-        RunConfig(source=f"s3://{bucket}", target=function, concurrency=16), boto3_session=session
+        RunConfig(source=f"s3://{bucket}", target=function, concurrency=16), session=session
     )
     assert summary.status == "succeeded", summary.to_dict()
     assert Counter(received.keys()) == Counter(keys)
@@ -73,7 +76,7 @@ def test_prefixes_mode_batches_and_start_after(
             batch_size=3,
             start_after="datasets/01/",
         ),
-        boto3_session=session,
+        session=session,
     )
     assert summary.status == "succeeded"
     assert sorted(received.keys()) == [f"datasets/{i:02}/" for i in range(2, 7)]
@@ -91,7 +94,7 @@ def test_selection_against_s3(session: Any, bucket: str, function: str, received
             exclude=("*-00001.csv",),
             limit=5,
         ),
-        boto3_session=session,
+        session=session,
     )
     assert summary.counts.selected == 5
     assert sorted(received.keys()) == [
@@ -114,7 +117,7 @@ def test_request_response_collects_results_and_checks_function_error(
             invocation_type="request-response",
             batch_size=4,
         ),
-        boto3_session=session,
+        session=session,
     )
     assert summary.status == "succeeded", summary.failures
     assert set(received.invocation_types) == {"RequestResponse"}
@@ -126,7 +129,7 @@ def test_request_response_collects_results_and_checks_function_error(
 
 
 def test_sync_client_never_retries_and_outwaits_the_function(session: Any, function: str) -> None:
-    target = LambdaTarget(function, invocation_type="request-response", boto3_session=session)
+    target = LambdaTarget(function, invocation_type="request-response", session=session)
     target.prepare()
     config = target._client.meta.config
     assert target.function_timeout == 120
@@ -157,7 +160,7 @@ def test_a_worker_function_error_fails_its_batch_with_the_message(
         RunConfig(
             source=f"s3://{bucket}/datasets", target=function, invocation_type="request-response"
         ),
-        boto3_session=session,
+        session=session,
     )
     assert summary.status == "failed"
     assert summary.counts.failed == 1 and summary.counts.dispatched == 4
@@ -177,7 +180,7 @@ def test_injected_faults_lose_no_item(
     session.events.register_first("before-send.lambda.Invoke", faults)
     summary = run(
         RunConfig(source=f"s3://{bucket}", target=function, concurrency=8),
-        boto3_session=session,
+        session=session,
         retry=fast_retry(10),
     )
     assert sum(faults.injected.values()) > 0.5 * rate * len(keys)
@@ -195,9 +198,9 @@ def test_items_whose_retries_run_out_are_reported(
     outcomes: list[Outcome] = []
     summary = run(
         RunConfig(source=f"s3://{bucket}", target=function, concurrency=8),
-        boto3_session=session,
+        session=session,
         retry=fast_retry(2),
-        on_outcome=outcomes.append,
+        hooks=OnOutcome(outcomes.append),
     )
     failed = [k for o in outcomes if o.status == FAILED for k in o.batch.keys]
     dispatched = [k for o in outcomes if o.status == DISPATCHED for k in o.batch.keys]
@@ -214,7 +217,7 @@ def test_a_missing_function_stops_before_any_invoke(
 ) -> None:
     put_keys(session, bucket, 5)
     with pytest.raises(NotFound) as caught:
-        run(RunConfig(source=f"s3://{bucket}", target="no-such-function"), boto3_session=session)
+        run(RunConfig(source=f"s3://{bucket}", target="no-such-function"), session=session)
     assert "no-such-function" in str(caught.value)
     assert "GetFunctionConfiguration" in str(caught.value)
     assert received.events == []
@@ -223,8 +226,53 @@ def test_a_missing_function_stops_before_any_invoke(
 def test_a_missing_bucket_stops_the_run_with_one_error(
     session: Any, function: str, received: Received
 ) -> None:
-    summary = run(RunConfig(source="s3://no-such-bucket", target=function), boto3_session=session)
+    summary = run(RunConfig(source="s3://no-such-bucket", target=function), session=session)
     assert summary.status == "failed"
     assert summary.error is not None
     assert "NoSuchBucket" in summary.error and "no-such-bucket" in summary.error
     assert received.events == []
+
+
+@pytest.mark.parametrize("transport", ["fast", "boto3"])
+def test_max_failures_stops_a_lambda_run_without_state(
+    session: Any, bucket: str, function: str, received: Received, transport: str
+) -> None:
+    """--max-failures belongs to the run, not to its state: without --state it still stops."""
+    keys = put_keys(session, bucket, 30)
+    calls: list[str] = []
+
+    def worker_raises(request: Any, **_: Any) -> Any:
+        # The worker's own failure, as Lambda answers a synchronous invoke of a function that
+        # raised: 200, X-Amz-Function-Error, and the error as the payload.
+        calls.append(request.url)
+        request.headers[FAULT_HEADER] = "function-error"
+        return response(
+            request.url,
+            200,
+            None,
+            {"errorMessage": "cannot parse", "errorType": "ValueError"},
+            headers={"X-Amz-Function-Error": "Unhandled"},
+        )
+
+    session.events.register_first("before-send.lambda.Invoke", worker_raises)
+    summary = run(
+        RunConfig(
+            source=f"s3://{bucket}",
+            target=function,
+            invocation_type="request-response",
+            concurrency=1,
+            max_failures="3",
+            transport=transport,
+        ),
+        session=session,
+    )
+    assert summary.stopped == "failure threshold crossed: 4 items failed (more than 3)"
+    assert summary.status == "failed" and summary.exit_code == 1
+    # One invoke at a time: the fourth failure crossed the threshold and nothing more was sent.
+    assert len(calls) == 4
+    assert summary.counts.failed == 4
+    # What the plan had read ahead is reported, not sent; the rest was never even selected.
+    assert summary.counts.not_dispatched == summary.counts.selected - 4
+    assert 4 < summary.counts.selected < len(keys)
+    assert {f["error_type"] for f in summary.failures if f["status"] == "failed"} == {"ValueError"}
+    assert summary.cursor is not None

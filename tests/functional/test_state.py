@@ -18,10 +18,13 @@ from typing import Any
 import pytest
 
 from hopper import RunConfig
-from hopper.lease import Lease, LeaseHeld
-from hopper.state import INCREMENTAL_KEY, list_runs, report
-from hopper.stateful import run_with_state
-from hopper.store import open_store
+from hopper.errors import LeaseHeld
+from hopper.runstate.lease import Lease
+from hopper.runstate.record import INCREMENTAL_KEY, list_runs, report
+from hopper.runstate.run import run_with_state
+from hopper.runstate.store import open_store
+
+from ..hooks import OnProgress
 
 WORKER = textwrap.dedent(
     """
@@ -280,7 +283,7 @@ def test_an_interrupted_run_checkpoints_and_the_next_resumes(world: World) -> No
         if summary.counts.dispatched >= 5:
             stop.set()
 
-    first = run_with_state(world.config(sleep=0.05), stop=stop, on_progress=ctrl_c_after_five)
+    first = run_with_state(world.config(sleep=0.05), stop=stop, hooks=OnProgress(ctrl_c_after_five))
     assert first.status == "incomplete" and first.stopped == "interrupted"
     assert first.cursor is not None and first.counts.not_dispatched > 0
     second = run_with_state(world.config(sleep=0.05))
@@ -327,7 +330,7 @@ def test_local_schedule_runs_on_ticks_skips_held_ones_and_stops_on_ctrl_c(
 
 def test_a_run_that_cannot_start_is_recorded_as_failed(tmp_path: Path) -> None:
     from hopper.errors import WorkerLoadError
-    from hopper.state import ACTIVE_KEY
+    from hopper.runstate.record import ACTIVE_KEY
 
     world = World(tmp_path, str(tmp_path / "state"), dict(os.environ))
     world.files(["a.txt"])

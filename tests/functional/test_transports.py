@@ -15,13 +15,14 @@ import pytest
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
 from hopper import RetryPolicy, RunConfig, run
-from hopper import transport as lean
 from hopper.errors import AccessDenied, HopperError, NotFound, TransientError
 from hopper.items import Item
+from hopper.lambda_target import LambdaTarget
 from hopper.sources import S3Source
-from hopper.targets import LambdaTarget
-from hopper.transport import Channel
+from hopper.wire import transport as lean
+from hopper.wire.transport import Channel
 
+from ..hooks import OnOutcome
 from .faults import response, response_xml
 from .test_s3_to_lambda import AWKWARD
 
@@ -29,7 +30,7 @@ TRANSPORTS = ("boto3", "fast")
 
 
 def listed(session: Any, transport: str, bucket: str = "bucket", **options: Any) -> list[Item]:
-    source = S3Source(bucket, boto3_session=session, transport_name=transport, **options)
+    source = S3Source(bucket, session=session, transport_name=transport, **options)
     return [item for page in source.pages() for item in page.items]
 
 
@@ -117,9 +118,7 @@ def test_listings_are_identical_on_both_transports(session: Any) -> None:
     assert listed(session, "fast", parallelism=8) == plain
 
     def from_cursor(transport: str, **options: Any) -> list[Item]:
-        source = S3Source(
-            "bucket", "data", boto3_session=session, transport_name=transport, **options
-        )
+        source = S3Source("bucket", "data", session=session, transport_name=transport, **options)
         return [item for page in source.pages("data/2/part-01000.csv") for item in page.items]
 
     assert from_cursor("fast", parallelism=4) == from_cursor("boto3")
@@ -129,7 +128,7 @@ def test_listings_are_identical_on_both_transports(session: Any) -> None:
             "bucket",
             "data",
             mode="prefixes",
-            boto3_session=session,
+            session=session,
             transport_name=transport,
         )
         return [item for page in source.pages("data/1/") for item in page.items]
@@ -158,8 +157,8 @@ def test_runs_are_identical_on_both_transports(session: Any) -> None:
                 transport=transport,
                 invocation_type="request-response",
             ),
-            boto3_session=session,
-            on_outcome=note,
+            session=session,
+            hooks=OnOutcome(note),
         )
         assert summary.status == "succeeded", summary.to_dict()
         assert all(list(keys) == arrived for _, _, keys, arrived in seen)
@@ -180,7 +179,7 @@ def invoke_error(session: Any, transport: str, answer: Any) -> BaseException:
     """What one invoke raises when `answer(request)` answers it at botocore's before-send."""
     session.events.register_first("before-send.lambda.Invoke", answer, unique_id="answer")
     try:
-        target = LambdaTarget("worker", boto3_session=session, transport_name=transport)
+        target = LambdaTarget("worker", session=session, transport_name=transport)
         target.prepare()
         with pytest.raises((HopperError, TransientError)) as caught:
             target.invoke(b"{}")
@@ -346,7 +345,7 @@ def channel_to(port: int, *, read_timeout: float) -> Channel:
 
 def fast_target(session: Any, endpoint: str) -> LambdaTarget:
     """A fast-path target aimed at `endpoint`, without prepare()'s own call to it."""
-    target = LambdaTarget("worker", boto3_session=session, transport_name="fast")
+    target = LambdaTarget("worker", session=session, transport_name="fast")
     target._client = session.client("lambda", endpoint_url=endpoint)
     target._channel = lean.channel(target._client, "lambda", read_timeout=0.5)
     target._url = f"{endpoint}/2015-03-31/functions/worker/invocations"
@@ -400,7 +399,7 @@ def test_fault_injected_run_dispatches_every_item_on_the_fast_path(session: Any)
             RunConfig(
                 source="s3://bucket/data/0", target="worker", concurrency=8, transport="fast"
             ),
-            boto3_session=session,
+            session=session,
             retry=RetryPolicy(max_attempts=12, base=0.001, cap=0.01),
         )
     finally:

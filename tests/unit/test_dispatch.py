@@ -11,19 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from hopper.batching import Oversize
-from hopper.dispatch import (
-    DISPATCHED,
-    FAILED,
-    NOT_DISPATCHED,
-    Dispatcher,
-    DispatchResult,
-    Outcome,
-    RetryPolicy,
-)
-from hopper.engine import _Cursor
+from hopper.dispatch import DispatchResult
+from hopper.dispatch_loop import LoopDispatcher
+from hopper.dispatch_threads import ThreadDispatcher
+from hopper.engine import Cursor, dispatcher_for
 from hopper.errors import AccessDenied, NotFound, TransientError
-from hopper.items import Batch, Item
-from hopper.targets import InvokeResult
+from hopper.event import EventRecipe
+from hopper.items import Batch, BatchStatus, Item, Outcome
+from hopper.retry import RetryPolicy
+from hopper.target import InvokeResult
+
+DISPATCHED = BatchStatus.DISPATCHED
+FAILED = BatchStatus.FAILED
+NOT_DISPATCHED = BatchStatus.NOT_DISPATCHED
+RECIPE = EventRecipe(run_id="r", payload={}, bucket=None)
 
 FAST = RetryPolicy(max_attempts=4, base=0.001, cap=0.002)
 
@@ -77,7 +78,8 @@ class Recorder:
 
 class Streamed(Recorder):
     """The same recorder, driven by the dispatcher's one-thread loop through `multiplexer()`,
-    as the fast Lambda transport is; its invokes run on a pool so that they overlap."""
+    as the fast Lambda transport is (the Multiplexing ability); its invokes run on a pool so
+    that they overlap."""
 
     def multiplexer(self, limit: int) -> "_PoolStream":
         return _PoolStream(self.invoke, limit)
@@ -122,6 +124,10 @@ def _raise(exc: Exception) -> InvokeResult:
     raise exc
 
 
+# Each target's abilities pick the strategy: every rule runs through both.
+STRATEGY = {Recorder: ThreadDispatcher, Streamed: LoopDispatcher}
+
+
 @pytest.fixture(params=[Recorder, Streamed], ids=["threads", "loop"])
 def Target(request: pytest.FixtureRequest) -> type[Recorder]:
     kind: type[Recorder] = request.param
@@ -140,15 +146,14 @@ def dispatch(
     deadline_at: float | None = None,
 ) -> tuple[list[Outcome], DispatchResult]:
     outcomes: list[Outcome] = []
-    dispatcher = Dispatcher(
+    dispatcher = dispatcher_for(
         target,
-        run_id="r",
-        payload={},
-        bucket=None,
+        recipe=RECIPE,
         concurrency=concurrency,
         retry=FAST,
         deadline_at=deadline_at,
     )
+    assert isinstance(dispatcher, STRATEGY[type(target)])
     result = dispatcher.run(plan, outcomes.append)
     return outcomes, result
 
@@ -240,7 +245,7 @@ def test_deadline_stops_pulling_batches(Target: type[Recorder]) -> None:
 
 
 def test_cursor_follows_the_contiguous_settled_prefix() -> None:
-    cursor = _Cursor("start")
+    cursor = Cursor("start")
     b = batches(5)
     cursor.settle(Outcome(b[1], DISPATCHED))
     assert cursor.key == "start"
@@ -279,11 +284,9 @@ def test_retries_waiting_when_the_run_halts_are_reported_not_dispatched(
         return gone
 
     target = Target(script)
-    dispatcher = Dispatcher(
+    dispatcher = dispatcher_for(
         target,
-        run_id="r",
-        payload={},
-        bucket=None,
+        recipe=RECIPE,
         concurrency=2,
         retry=RetryPolicy(max_attempts=10, base=5.0, cap=5.0),
     )
@@ -300,7 +303,7 @@ def test_retries_waiting_when_the_run_halts_are_reported_not_dispatched(
 def test_the_feed_is_drained_only_once_its_last_step_is_taken() -> None:
     """The loop ends the plan on `drained()`: a reader that finished with a step still queued
     (appended between the loop's take() and its check) must not end it."""
-    from hopper.dispatch import _Feed
+    from hopper.dispatch_loop import _Feed
 
     plan = batches(2)
     feed = _Feed(iter(plan), bound=8, wake=lambda: None)

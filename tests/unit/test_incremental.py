@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from hopper.items import Item
-from hopper.state import INCREMENTAL_KEY, Incremental
-from hopper.store import LocalStore
+from hopper.runstate.incremental import Incremental
+from hopper.runstate.record import INCREMENTAL_KEY
+from hopper.runstate.store import LocalStore
 
 
 def state(store: LocalStore) -> list[tuple[str, str | None]]:

@@ -12,8 +12,8 @@ from xml.sax.saxutils import escape
 import pytest
 
 from hopper.items import Item
-from hopper.listing import parse_page, parse_tree
-from hopper.partition import Partitioned, predict
+from hopper.wire.listing import parse_page, parse_tree
+from hopper.wire.partition import Partitioned, predict
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 AWKWARD = [

@@ -1,9 +1,10 @@
 import pytest
 
 from hopper.errors import InvalidInput
+from hopper.lambda_target import LambdaTarget
 from hopper.local import LocalTarget
 from hopper.sources import LocalSource, S3Source, parse_source, resume_point
-from hopper.targets import LambdaTarget, parse_target
+from hopper.targets import parse_target
 
 
 def test_s3_sources() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from hopper import RunConfig, plan, run
 from hopper.items import Item, Page
-from hopper.targets import InvokeResult
+from hopper.target import InvokeResult
 
 
 class Synthetic:
@@ -15,6 +15,7 @@ class Synthetic:
 
     bucket: str | None = "synthetic"
     mode = "objects"
+    key_root = "s3://synthetic/"
 
     def __init__(self, n: int) -> None:
         self.n = n

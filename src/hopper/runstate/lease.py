@@ -17,21 +17,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hopper.errors import HopperError
-from hopper.store import Conflict, LocalStore, Store
+from hopper.errors import Conflict, LeaseHeld
+from hopper.runstate.record import LEASE_KEY
+from hopper.runstate.store import Store
 
 log = logging.getLogger(__name__)
 
-LEASE_KEY = "lease.json"
 # Seconds a lease lasts without renewal: how long a crashed holder blocks the next run.
 DEFAULT_TTL = float(os.environ.get("HOPPER_LEASE_TTL") or 60)
-EXIT_LEASE_HELD = 3
-
-
-class LeaseHeld(HopperError):
-    """Another run holds the state location."""
-
-    exit_code = EXIT_LEASE_HELD
 
 
 @dataclass(frozen=True)
@@ -44,16 +37,6 @@ class Holder:
     def describe(self) -> str:
         left = self.expires - time.time()
         return f"run {self.run_id} (pid {self.pid} on {self.host}, lease expires in {left:.0f}s)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Lease:
@@ -95,12 +78,9 @@ class Lease:
     def _stale(self, holder: Holder) -> bool:
         if holder.expires < time.time():
             return True
-        # A local lease whose process died on this host need not wait out its expiry.
-        return (
-            isinstance(self.store, LocalStore)
-            and holder.host == self.host
-            and not _alive(holder.pid)
-        )
+        # A holder known to be gone (a folder's, whose process died on this host) need not
+        # wait out its expiry.
+        return self.store.holder_gone(holder.host, holder.pid)
 
     def try_acquire(self) -> Holder | None:
         """Take the lease; return None on success, or the holder that has it."""

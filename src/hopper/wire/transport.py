@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 # Reconnect rather than reuse a connection idle this long: servers close idle keep-alive
 # connections (Lambda after about a minute, many proxies after a few seconds).
-_IDLE_LIMIT = 4.0
+IDLE_LIMIT = 4.0
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 
@@ -188,7 +188,7 @@ class _Connection:
         sock = socket.create_connection((host, port), timeout=connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if scheme == "https":
-            sock = _tls_context().wrap_socket(sock, server_hostname=host)
+            sock = tls_context().wrap_socket(sock, server_hostname=host)
             # Python's own timeout: on a blocking TLS socket, CPython retries SSL_read on
             # "want read", so a kernel timeout (below) would expire into another wait, forever.
             sock.settimeout(read_timeout)
@@ -300,7 +300,7 @@ def _chunked(
 
 
 @functools.lru_cache(maxsize=1)
-def _tls_context() -> Any:
+def tls_context() -> Any:
     import ssl
 
     from botocore.httpsession import get_cert_path
@@ -435,7 +435,7 @@ class Channel:
     def _connection(self, parts: Any, fresh: bool) -> tuple[_Connection, bool]:
         current: _Connection | None = getattr(self._local, "connection", None)
         if current is not None:
-            stale = time.monotonic() - current.idle_since > _IDLE_LIMIT
+            stale = time.monotonic() - current.idle_since > IDLE_LIMIT
             if fresh or stale or current.used < 0:
                 self._drop(current)
             else:

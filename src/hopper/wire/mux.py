@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from hopper.transport import (
-    _IDLE_LIMIT,
+from hopper.wire.transport import (
+    IDLE_LIMIT,
     Channel,
     Reply,
-    _tls_context,
     network_error,
     parse_reply,
     request_bytes,
+    tls_context,
 )
 
 _CONNECTING, _HANDSHAKE, _WRITING, _READING, _IDLE = range(5)
@@ -163,7 +163,7 @@ class Mux:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since <= _IDLE_LIMIT:
+            if now - conn.idle_since <= IDLE_LIMIT:
                 return conn
             self._close(conn)
         return None
@@ -242,7 +242,7 @@ class Mux:
         assert self._origin is not None
         scheme, host, _ = self._origin
         if scheme == "https":
-            conn.sock = _tls_context().wrap_socket(
+            conn.sock = tls_context().wrap_socket(
                 conn.sock, server_hostname=host, do_handshake_on_connect=False
             )
             conn.state = _HANDSHAKE

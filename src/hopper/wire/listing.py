@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus, urlencode
 
-from hopper import transport
-from hopper.dispatch import RetryPolicy
 from hopper.errors import is_retryable
 from hopper.items import Item
+from hopper.retry import RetryPolicy
+from hopper.wire import transport
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,65 @@
+"""hopper.run: the one way to run. With config.state set, the run keeps its state there
+(lease, ledger, checkpoint, resume, incremental: hopper.runstate.run); without, it is the
+engine's run alone. The CLI, the Lambda handler and library users all come through here."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from hopper.config import RunConfig
+from hopper.engine import RunHooks
+from hopper.engine import run as run_once
+from hopper.retry import RetryPolicy
+from hopper.sources import Source
+from hopper.summary import RunSummary
+from hopper.target import Target
+
+
+def run(
+    config: RunConfig,
+    *,
+    session: Any = None,
+    hooks: RunHooks | None = None,
+    stop: threading.Event | None = None,
+    wait: bool = False,
+    retry_of: str | None = None,
+    source: Source | None = None,
+    target: Target | None = None,
+    retry: RetryPolicy | None = None,
+) -> RunSummary:
+    """Run `config` once and return its summary; raise HopperError if it cannot start.
+
+    `session`: a boto3 (or botocore) Session for AWS sources, targets and state; by default
+    one is made when needed. `hooks` observe the run (progress, outcomes). Setting `stop` ends
+    dispatch after the batches in flight (Ctrl-C). With state only: `wait` waits for another
+    run's lease instead of raising LeaseHeld, and `retry_of` re-sends what a recorded run left
+    failed or unsent.
+    """
+    if config.state is None:
+        if retry_of is not None or wait:
+            from hopper.errors import InvalidInput
+
+            raise InvalidInput("--wait and retry need --state: that is where runs are recorded")
+        return run_once(
+            config,
+            session=session,
+            source=source,
+            target=target,
+            hooks=hooks,
+            stop=stop,
+            retry=retry,
+        )
+    from hopper.runstate.run import run_with_state
+
+    return run_with_state(
+        config,
+        session=session,
+        hooks=hooks,
+        stop=stop,
+        wait=wait,
+        retry_of=retry_of,
+        source=source,
+        target=target,
+        retry=retry,
+    )

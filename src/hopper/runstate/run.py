@@ -1,0 +1,229 @@
+"""A run with state: lease, ledger, checkpoint, resume, incremental and retry, around the
+engine's run. hopper.run comes here when config.state is set."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from hopper import engine
+from hopper.config import RunConfig
+from hopper.engine import RunHooks
+from hopper.errors import HopperError, InvalidInput
+from hopper.items import LEASE_LOST, BatchStatus, Item, Outcome, Page, Stop, StopReason
+from hopper.retry import RetryPolicy
+from hopper.runstate.incremental import Incremental
+from hopper.runstate.lease import Lease
+from hopper.runstate.record import (
+    RunRecord,
+    active_run,
+    fingerprint,
+    load_run,
+    run_cursor,
+    unsettled_items,
+)
+from hopper.runstate.store import Store, open_store
+from hopper.sources import Source
+from hopper.summary import RunSummary
+from hopper.target import Target
+
+log = logging.getLogger(__name__)
+
+
+class RetrySource:
+    """A run's failed and not-dispatched items, then the rest of its listing after its cursor."""
+
+    def __init__(
+        self, inner: Source, store: Store, run_id: str, cursor: str | None, complete: bool
+    ) -> None:
+        self.inner = inner
+        self.bucket = inner.bucket
+        self.mode = inner.mode
+        self.key_root = inner.key_root
+        self._store = store
+        self._run_id = run_id
+        self._cursor = cursor
+        self._complete = complete
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} (retry of {self._run_id})"
+
+    def pages(self, start_after: str | None = None) -> Iterator[Page]:
+        limit = None if self._complete else self._cursor
+        chosen = [
+            item
+            for item in unsettled_items(self._store, self._run_id)
+            if (limit is None or item.key <= limit)
+            and (start_after is None or item.key > start_after)
+        ]
+        for start in range(0, len(chosen), 1000):
+            yield Page(items=tuple(chosen[start : start + 1000]))
+        if not self._complete:
+            after = max(filter(None, (self._cursor, start_after)), default=None)
+            yield from self.inner.pages(after)
+
+
+def state_inside(source: Source, store: Store) -> str | None:
+    """The key prefix under which the state lives, when it lives inside the source's keys."""
+    location = store.location.rstrip("/\\") + "/"
+    root = source.key_root.replace("\\", "/")
+    location = location.replace("\\", "/")
+    if location.startswith(root):
+        return location[len(root) :]
+    return None
+
+
+class _StateHooks(RunHooks):
+    """The state's part of a run: every outcome to the ledger, each cursor move to the
+    checkpoint and the incremental state, and a stop when the lease is lost. The caller's own
+    hooks are called too."""
+
+    def __init__(
+        self,
+        outer: RunHooks,
+        record: RunRecord,
+        lease: Lease,
+        incremental: Incremental | None,
+    ) -> None:
+        self.outer = outer
+        self.record = record
+        self.lease = lease
+        self.incremental = incremental
+
+    def keep(self, item: Item) -> bool:
+        if self.incremental is not None and not self.incremental.changed(item):
+            return False
+        return self.outer.keep(item)
+
+    def should_stop(self) -> Stop | None:
+        if self.lease.lost:
+            return LEASE_LOST
+        return self.outer.should_stop()
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        self.record.record(outcome)
+        self.outer.on_outcome(outcome)
+
+    def on_advance(self, outcome: Outcome) -> None:
+        # The engine's cursor has moved past this batch: checkpoint it, and remember what
+        # was dispatched, in key order, for the incremental state.
+        self.record.checkpoint(outcome.batch.last_key)
+        if self.incremental is not None and outcome.status is BatchStatus.DISPATCHED:
+            self.incremental.dispatched(outcome.batch.items)
+        self.outer.on_advance(outcome)
+
+    def on_progress(self, summary: RunSummary) -> None:
+        self.outer.on_progress(summary)
+
+
+def run_with_state(
+    config: RunConfig,
+    *,
+    session: Any = None,
+    hooks: RunHooks | None = None,
+    stop: threading.Event | None = None,
+    wait: bool = False,
+    retry_of: str | None = None,
+    source: Source | None = None,
+    target: Target | None = None,
+    retry: RetryPolicy | None = None,
+) -> RunSummary:
+    """Run under the state location's lease; resume the job's unfinished run if there is one."""
+    if config.state is None:
+        raise InvalidInput("a run with state needs --state")
+    store = open_store(config.state, session=session)
+    source = source or engine.make_source(config, session=session)
+    target = target or engine.make_target(config, session=session)
+    run_id = config.run_id or engine.new_run_id()
+    lease = Lease(store, run_id)
+    lease.acquire(wait=wait)
+    try:
+        inside = state_inside(source, store)
+        if inside == "":
+            raise InvalidInput(f"--state {config.state} is the source itself; keep the state apart")
+        hide = (inside,) if inside else ()
+        extra: dict[str, Any] = {}
+        active = active_run(store)
+        if retry_of is not None:
+            previous = load_run(store, retry_of)
+            if previous is None:
+                raise InvalidInput(f"no run {retry_of!r} in {store.location}")
+            complete = bool(previous.get("listing_complete"))
+            cursor = run_cursor(store, retry_of)
+            source = RetrySource(source, store, retry_of, cursor, complete)
+            extra["retry_of"] = retry_of
+        elif config.run_id is None and active and active.get("fingerprint") == fingerprint(config):
+            # The last run of this job did not finish (killed, interrupted, out of time).
+            run_id = str(active["run_id"])
+            config = dataclasses.replace(config, start_after=run_cursor(store, run_id))
+            extra["resumed"] = True
+            log.warning("resuming run %s after %r", run_id, config.start_after)
+        elif active:
+            log.warning(
+                "run %s of another job did not finish; starting afresh", active.get("run_id")
+            )
+        config = dataclasses.replace(config, run_id=run_id)
+        lease.run_id = run_id
+        record = RunRecord(store, run_id)
+        if extra.get("resumed"):
+            previous = load_run(store, run_id) or {}
+            extra["segments"] = int(previous.get("segments", 1)) + 1
+        record.start(config, **extra)
+        if extra.get("resumed"):
+            record.note(event="resumed", cursor=config.start_after)
+        return _run(config, record, lease, source, target, hooks, stop, retry, hide)
+    finally:
+        lease.release()
+
+
+def _run(
+    config: RunConfig,
+    record: RunRecord,
+    lease: Lease,
+    source: Source,
+    target: Target,
+    hooks: RunHooks | None,
+    stop: threading.Event | None,
+    retry: RetryPolicy | None,
+    hide: tuple[str, ...],
+) -> RunSummary:
+    incremental = (
+        Incremental(record.store, start_after=config.start_after) if config.incremental else None
+    )
+    try:
+        try:
+            summary = engine.run(
+                config,
+                source=source,
+                target=target,
+                hooks=_StateHooks(hooks or RunHooks(), record, lease, incremental),
+                stop=stop,
+                retry=retry,
+                hide=hide,
+            )
+        except HopperError as exc:
+            # The run could not start (a worker that does not load, a missing function):
+            # record why, and leave nothing for the next run to resume.
+            record.finish({"status": "failed", "error": str(exc)}, keep_active=False)
+            raise
+        if summary.stopped:
+            record.note(event="stopped", reason=summary.stopped)
+        if incremental is not None:
+            end = (
+                summary.cursor
+                if (not summary.listing_complete or summary.counts.not_dispatched)
+                else None
+            )
+            incremental.commit(end)
+        threshold_stop = (
+            summary.stop is not None and summary.stop.reason is StopReason.FAILURE_THRESHOLD
+        )
+        unfinished = summary.cursor is not None and not threshold_stop
+        record.finish(summary.to_dict(), keep_active=unfinished)
+        return summary
+    finally:
+        if incremental is not None:
+            incremental.close()
