@@ -368,3 +368,33 @@ def test_max_failures_stops_a_local_run_without_state(tmp_path: Path, threshold:
     assert doc["not_dispatched"] == doc["selected"] - crossed_at
     assert crossed_at < doc["selected"] < 30
     assert doc["cursor"] == f"f{crossed_at - 1:02}.csv"
+
+
+def test_ctrl_c_stops_a_run_without_state_after_the_batches_in_flight(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(200):
+        (data / f"f{i:03}.txt").write_text("x")
+    worker = tmp_path / "w.py"
+    worker.write_text(
+        "import time\ndef handler(event, context):\n    time.sleep(0.05)\n    return 1\n"
+    )
+    process = subprocess.Popen(
+        [hopper_script(), "run", str(data), "--target", f"{worker}:handler", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)
+    # To hopper alone, as `kill -INT` would: a terminal's Ctrl-C reaches its workers too.
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    doc = json.loads(stdout)
+    assert doc["status"] == "incomplete" and doc["stopped"] == "interrupted"
+    assert doc["failed"] == 0 and 0 < doc["dispatched"] < 200
+    assert doc["cursor"] is not None
+    assert "stopping after the batches in flight" in stderr
