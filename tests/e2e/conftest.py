@@ -89,7 +89,7 @@ def e2e_env(ministack: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def session(e2e_env: str) -> Any:
+def ministack_session(e2e_env: str) -> Any:
     return boto3.session.Session(region_name=REGION)
 
 
@@ -100,9 +100,9 @@ def worker_zip() -> bytes:
     return buffer.getvalue()
 
 
-def make_world(session: Any, bucket: str, worker: str, markers: str) -> list[str]:
+def make_world(ministack_session: Any, bucket: str, worker: str, markers: str) -> list[str]:
     """The example datasets in S3, and the example worker as a real function. Returns datasets."""
-    s3 = session.client("s3")
+    s3 = ministack_session.client("s3")
     s3.create_bucket(Bucket=bucket)
     datasets = set()
     for path in sorted((REPO / "examples" / "datasets").rglob("*")):
@@ -110,7 +110,7 @@ def make_world(session: Any, bucket: str, worker: str, markers: str) -> list[str
             key = "datasets/" + path.relative_to(REPO / "examples" / "datasets").as_posix()
             s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
             datasets.add(key.split("/")[1])
-    iam = session.client("iam")
+    iam = ministack_session.client("iam")
     trust = {
         "Version": "2012-10-17",
         "Statement": [
@@ -124,7 +124,7 @@ def make_world(session: Any, bucket: str, worker: str, markers: str) -> list[str
     role = iam.create_role(RoleName=f"{worker}-role", AssumeRolePolicyDocument=json.dumps(trust))[
         "Role"
     ]["Arn"]
-    session.client("lambda").create_function(
+    ministack_session.client("lambda").create_function(
         FunctionName=worker,
         Runtime="python3.12",
         Role=role,
@@ -136,19 +136,19 @@ def make_world(session: Any, bucket: str, worker: str, markers: str) -> list[str
     return sorted(datasets)
 
 
-def markers(session: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    s3 = session.client("s3")
+def markers(ministack_session: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    s3 = ministack_session.client("s3")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     keys = [entry["Key"] for page in pages for entry in page.get("Contents", [])]
     return [json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) for key in keys]
 
 
 def wait_for_markers(
-    session: Any, bucket: str, prefix: str, count: int, timeout: float
+    ministack_session: Any, bucket: str, prefix: str, count: int, timeout: float
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
-    found = markers(session, bucket, prefix)
+    found = markers(ministack_session, bucket, prefix)
     while len(found) < count and time.monotonic() < deadline:
         time.sleep(1)
-        found = markers(session, bucket, prefix)
+        found = markers(ministack_session, bucket, prefix)
     return found

@@ -22,28 +22,32 @@ def hopper(*args: str) -> Any:
     return result
 
 
-def assert_nothing_left(session: Any, stack: str, bucket: str, worker: str) -> None:
-    cfn = session.client("cloudformation")
+def assert_nothing_left(ministack_session: Any, stack: str, bucket: str, worker: str) -> None:
+    cfn = ministack_session.client("cloudformation")
     live = [
         s["StackName"]
         for s in cfn.list_stacks()["StackSummaries"]
         if s["StackStatus"] != "DELETE_COMPLETE"
     ]
     assert stack not in live
-    functions = [f["FunctionName"] for f in session.client("lambda").list_functions()["Functions"]]
+    functions = [
+        f["FunctionName"] for f in ministack_session.client("lambda").list_functions()["Functions"]
+    ]
     assert stack not in functions and worker in functions
     assert [
-        r["Name"] for r in session.client("events").list_rules()["Rules"] if r["Name"] == stack
+        r["Name"]
+        for r in ministack_session.client("events").list_rules()["Rules"]
+        if r["Name"] == stack
     ] == []
-    assert "Contents" not in session.client("s3").list_objects_v2(
+    assert "Contents" not in ministack_session.client("s3").list_objects_v2(
         Bucket=bucket, Prefix=f"{ARTIFACTS}{stack}/"
     )
 
 
-def test_deploy_invoke_destroy(session: Any) -> None:
+def test_deploy_invoke_destroy(ministack_session: Any) -> None:
     started = time.monotonic()
     bucket, worker, stack = "e2e-invoke", "csv-worker", "hopper-e2e"
-    datasets = make_world(session, bucket, worker, "markers/")
+    datasets = make_world(ministack_session, bucket, worker, "markers/")
     deployed = hopper(
         "deploy", "--source", f"s3://{bucket}/datasets", "--target", worker, "--mode", "prefixes",
         "--stack-name", stack, "--schedule-disabled", "--json",
@@ -58,7 +62,7 @@ def test_deploy_invoke_destroy(session: Any) -> None:
     assert summary["status"] == "succeeded"
     assert summary["selected"] == summary["dispatched"] == len(datasets)
 
-    found = wait_for_markers(session, bucket, "markers/", len(datasets), timeout=60)
+    found = wait_for_markers(ministack_session, bucket, "markers/", len(datasets), timeout=60)
     # One marker per dataset and invocation: every dataset exactly once.
     assert Counter(m["key"] for m in found) == Counter(f"datasets/{d}/" for d in datasets)
     sales = next(m for m in found if m["key"] == "datasets/sales-2024/")
@@ -72,16 +76,16 @@ def test_deploy_invoke_destroy(session: Any) -> None:
 
     destroyed = hopper("destroy", "--stack-name", stack)
     assert destroyed.exit_code == 0, destroyed.output
-    assert_nothing_left(session, stack, bucket, worker)
+    assert_nothing_left(ministack_session, stack, bucket, worker)
     print(f"\ne2e deploy+invoke+destroy on ministack: {time.monotonic() - started:.1f}s")
 
 
 def test_a_failed_update_shows_the_resources_reasons(
-    session: Any, monkeypatch: pytest.MonkeyPatch
+    ministack_session: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket, worker, stack = "e2e-fail", "fail-worker", "hopper-fails"
-    make_world(session, bucket, worker, "markers/")
-    deployer = Deployer(session=session, poll_seconds=0.2)
+    make_world(ministack_session, bucket, worker, "markers/")
+    deployer = Deployer(session=ministack_session, poll_seconds=0.2)
     config = DeployConfig(source=f"s3://{bucket}/datasets", target=worker, stack_name=stack)
     deployer.deploy(config)
     # A new package whose upload is lost: the function's code update cannot find it.
@@ -97,9 +101,9 @@ def test_a_failed_update_shows_the_resources_reasons(
 
 
 @pytest.mark.slow
-def test_the_schedule_fires_by_itself(session: Any) -> None:
+def test_the_schedule_fires_by_itself(ministack_session: Any) -> None:
     bucket, worker, stack = "e2e-schedule", "tick-worker", "hopper-tick"
-    datasets = make_world(session, bucket, worker, "ticks/")
+    datasets = make_world(ministack_session, bucket, worker, "ticks/")
     deployed = hopper(
         "deploy", "--source", f"s3://{bucket}/datasets", "--target", worker, "--mode", "prefixes",
         "--stack-name", stack, "--schedule", "rate(1 minute)",
@@ -107,15 +111,15 @@ def test_the_schedule_fires_by_itself(session: Any) -> None:
     assert deployed.exit_code == 0, deployed.output
     started = time.monotonic()
     try:
-        found = wait_for_markers(session, bucket, "ticks/", len(datasets), timeout=150)
+        found = wait_for_markers(ministack_session, bucket, "ticks/", len(datasets), timeout=150)
         fired_after = time.monotonic() - started
         assert {m["key"] for m in found} >= {f"datasets/{d}/" for d in datasets}, found
         print(f"\nrate(1 minute) fired after {fired_after:.0f}s")
         assert fired_after < 150
     finally:
         assert hopper("destroy", "--stack-name", stack).exit_code == 0
-    assert_nothing_left(session, stack, bucket, worker)
-    assert markers(session, bucket, "ticks/")
+    assert_nothing_left(ministack_session, stack, bucket, worker)
+    assert markers(ministack_session, bucket, "ticks/")
 
 
 VALID_SCHEDULES = [
@@ -125,10 +129,10 @@ VALID_SCHEDULES = [
 ]  # fmt: skip
 
 
-def test_expressions_hopper_accepts_are_accepted_by_put_rule(session: Any) -> None:
+def test_expressions_hopper_accepts_are_accepted_by_put_rule(ministack_session: Any) -> None:
     from hopper.schedule import parse_schedule
 
-    events = session.client("events")
+    events = ministack_session.client("events")
     for expression in VALID_SCHEDULES:
         parse_schedule(expression)
         events.put_rule(Name="hopper-conformance", ScheduleExpression=expression, State="DISABLED")

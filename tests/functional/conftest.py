@@ -19,6 +19,7 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from .faults import FAULT_HEADER
+from .loopback import Server
 
 REGION = "us-east-1"
 
@@ -40,7 +41,7 @@ def moto(aws_env: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def session(moto: None) -> Any:
+def moto_session(moto: None) -> Any:
     return boto3.session.Session(region_name=REGION)
 
 
@@ -107,8 +108,8 @@ def create_function(session: Any, name: str, role: str, timeout: int = 120) -> s
 
 
 @pytest.fixture
-def role(session: Any) -> str:
-    iam = session.client("iam")
+def role(moto_session: Any) -> str:
+    iam = moto_session.client("iam")
     role = iam.create_role(
         RoleName="worker-role",
         AssumeRolePolicyDocument=json.dumps(
@@ -128,14 +129,14 @@ def role(session: Any) -> str:
 
 
 @pytest.fixture
-def function(session: Any, role: str) -> str:
-    create_function(session, "worker", role)
+def function(moto_session: Any, role: str) -> str:
+    create_function(moto_session, "worker", role)
     return "worker"
 
 
 @pytest.fixture
-def bucket(session: Any) -> str:
-    session.client("s3").create_bucket(Bucket="data-bucket")
+def bucket(moto_session: Any) -> str:
+    moto_session.client("s3").create_bucket(Bucket="data-bucket")
     return "data-bucket"
 
 
@@ -172,3 +173,11 @@ def server_session(
         urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
     ).read()
     yield boto3.session.Session(region_name=REGION)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    """A plain HTTP server on loopback; set `mode` to choose its behaviour."""
+    served = Server()
+    yield served
+    served.close()

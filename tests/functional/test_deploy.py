@@ -26,7 +26,7 @@ STACK = "hopper-test"
 
 
 @pytest.fixture
-def world(server_session: Any) -> dict[str, str]:
+def worker_in_moto(server_session: Any) -> dict[str, str]:
     session = server_session
     session.client("s3").create_bucket(Bucket="source-bucket")
     role = session.client("iam").create_role(RoleName="worker-role", AssumeRolePolicyDocument="{}")[
@@ -77,7 +77,7 @@ def test_artifact_is_deterministic_and_holds_the_core_only(tmp_path: Path) -> No
 
 
 def test_deploy_creates_least_privilege_resources(
-    server_session: Any, world: dict[str, str]
+    server_session: Any, worker_in_moto: dict[str, str]
 ) -> None:
     lines: list[str] = []
     outputs = deployer(server_session, lines).deploy(config())
@@ -97,7 +97,7 @@ def test_deploy_creates_least_privilege_resources(
     assert listing["Resource"] == "arn:aws:s3:::source-bucket"
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["datasets/*"]}}
     invoke = statements["InvokeTheWorker"]
-    assert invoke["Resource"] == [world["worker_arn"], world["worker_arn"] + ":*"]
+    assert invoke["Resource"] == [worker_in_moto["worker_arn"], worker_in_moto["worker_arn"] + ":*"]
     assert statements["ContinueItself"]["Resource"] == outputs["FunctionArn"]
     assert all("*" not in str(s["Action"]) for s in document["Statement"])
 
@@ -108,7 +108,7 @@ def test_deploy_creates_least_privilege_resources(
     assert function["Runtime"] == "python3.12"
     assert function["Handler"] == "hopper.handler.handler"
     assert function["Environment"]["Variables"]["HOPPER_SOURCE"] == "s3://source-bucket/datasets/"
-    assert function["Environment"]["Variables"]["HOPPER_TARGET"] == world["worker_arn"]
+    assert function["Environment"]["Variables"]["HOPPER_TARGET"] == worker_in_moto["worker_arn"]
 
     policy = json.loads(
         server_session.client("lambda").get_policy(FunctionName=outputs["FunctionName"])["Policy"]
@@ -130,7 +130,7 @@ def test_deploy_creates_least_privilege_resources(
 
 
 def test_update_changes_the_schedule_and_no_change_is_success(
-    server_session: Any, world: dict[str, str]
+    server_session: Any, worker_in_moto: dict[str, str]
 ) -> None:
     d = deployer(server_session)
     d.deploy(config())
@@ -147,7 +147,9 @@ def test_update_changes_the_schedule_and_no_change_is_success(
     assert status["function"]["Runtime"] == "python3.12"
 
 
-def test_an_update_with_no_changes_is_success(server_session: Any, world: dict[str, str]) -> None:
+def test_an_update_with_no_changes_is_success(
+    server_session: Any, worker_in_moto: dict[str, str]
+) -> None:
     d = deployer(server_session)
     first = d.deploy(config())
 
@@ -168,7 +170,7 @@ def test_an_update_with_no_changes_is_success(server_session: Any, world: dict[s
 
 
 def test_destroy_leaves_nothing_and_is_idempotent(
-    server_session: Any, world: dict[str, str]
+    server_session: Any, worker_in_moto: dict[str, str]
 ) -> None:
     d = deployer(server_session)
     outputs = d.deploy(config())
@@ -195,7 +197,7 @@ def test_destroy_leaves_nothing_and_is_idempotent(
     assert d.status(STACK) == {"stack": STACK, "status": "NOT_DEPLOYED"}
 
 
-def test_cli_deploy_status_destroy(server_session: Any, world: dict[str, str]) -> None:
+def test_cli_deploy_status_destroy(server_session: Any, worker_in_moto: dict[str, str]) -> None:
     runner = CliRunner()
     deployed = runner.invoke(
         cli,
@@ -231,7 +233,7 @@ def test_cli_deploy_status_destroy(server_session: Any, world: dict[str, str]) -
 
 
 def test_deploy_before_the_worker_exists_names_its_arn_and_warns(
-    server_session: Any, world: dict[str, str]
+    server_session: Any, worker_in_moto: dict[str, str]
 ) -> None:
     result = CliRunner().invoke(
         cli,
@@ -253,7 +255,9 @@ def test_deploy_before_the_worker_exists_names_its_arn_and_warns(
     assert function["Environment"]["Variables"]["HOPPER_TARGET"] == expected
 
 
-def test_an_arn_target_is_used_as_given(server_session: Any, world: dict[str, str]) -> None:
+def test_an_arn_target_is_used_as_given(
+    server_session: Any, worker_in_moto: dict[str, str]
+) -> None:
     arn = "arn:aws:lambda:us-east-1:123456789012:function:worker:live"
     deployer(server_session).deploy(config(target=arn))
     function = server_session.client("lambda").get_function_configuration(FunctionName=STACK)

@@ -31,17 +31,21 @@ class Context:
         return max(0, int((self._end - time.monotonic()) * 1000))
 
 
-def put(session: Any, bucket: str, keys: list[str]) -> None:
-    s3 = session.client("s3")
+def put(moto_session: Any, bucket: str, keys: list[str]) -> None:
+    s3 = moto_session.client("s3")
     for key in keys:
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
 
 
 def test_seed_event_reaches_workers_with_dataset_prefix(
-    session: Any, bucket: str, function: str, received: Received, capsys: pytest.CaptureFixture[str]
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     keys = [f"dataset-{i}/data.csv" for i in range(5)] + ["_hopper/artifacts/hopper-abc.zip"]
-    put(session, bucket, keys)
+    put(moto_session, bucket, keys)
     seed = {"config_bucket": bucket, "lambda_function": function}
     result = handler(seed, Context(60))
     assert result["status"] == "succeeded" and result["continued"] is False
@@ -121,18 +125,18 @@ def drive(
 
 
 @pytest.fixture
-def slow_invokes(session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def slow_invokes(moto_session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """5 ms of network latency per invoke, so a hop's budget holds a predictable share."""
 
     def latency(**_: Any) -> None:
         time.sleep(0.005)
 
-    session.events.register_first("before-send.lambda.Invoke", latency)
-    monkeypatch.setattr("hopper.aws.make_session", lambda **_: session)
+    moto_session.events.register_first("before-send.lambda.Invoke", latency)
+    monkeypatch.setattr("hopper.aws.make_session", lambda **_: moto_session)
 
 
 def test_continuation_hands_on_the_cursor_and_loses_nothing(
-    session: Any,
+    moto_session: Any,
     bucket: str,
     function: str,
     role: str,
@@ -141,8 +145,8 @@ def test_continuation_hands_on_the_cursor_and_loses_nothing(
     slow_invokes: None,
 ) -> None:
     keys = [f"k/{i:05}" for i in range(400)]
-    put(session, bucket, keys)
-    arn = create_function(session, "hopper", role)
+    put(moto_session, bucket, keys)
+    arn = create_function(moto_session, "hopper", role)
     monkeypatch.setenv("HOPPER_SAFETY_MARGIN", "0.3")
     first = {"source": f"s3://{bucket}", "target": function, "concurrency": 2}
     # A tiny budget forces several hops: each hop dispatches what fits, then hands on.
@@ -160,7 +164,7 @@ def test_continuation_hands_on_the_cursor_and_loses_nothing(
 
 
 def test_the_hop_bound_fails_with_a_clear_error(
-    session: Any,
+    moto_session: Any,
     bucket: str,
     function: str,
     role: str,
@@ -168,8 +172,8 @@ def test_the_hop_bound_fails_with_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
     slow_invokes: None,
 ) -> None:
-    put(session, bucket, [f"k/{i:05}" for i in range(400)])
-    arn = create_function(session, "hopper", role)
+    put(moto_session, bucket, [f"k/{i:05}" for i in range(400)])
+    arn = create_function(moto_session, "hopper", role)
     monkeypatch.setenv("HOPPER_SAFETY_MARGIN", "0.3")
     monkeypatch.setenv("HOPPER_MAX_HOPS", "0")
     with pytest.raises(HopperError) as caught:
@@ -183,13 +187,17 @@ def test_the_hop_bound_fails_with_a_clear_error(
 
 
 def test_with_state_the_handler_keeps_a_ledger_and_flies_single(
-    session: Any, bucket: str, function: str, received: Received, monkeypatch: pytest.MonkeyPatch
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from hopper.runstate.lease import Lease
     from hopper.runstate.record import list_runs, report
     from hopper.runstate.store import open_store
 
-    put(session, bucket, [f"d{i}/x.csv" for i in range(4)])
+    put(moto_session, bucket, [f"d{i}/x.csv" for i in range(4)])
     state = f"s3://{bucket}/_hopper/state"
     monkeypatch.setenv("HOPPER_STATE", state)
     monkeypatch.setenv("HOPPER_INCREMENTAL", "true")

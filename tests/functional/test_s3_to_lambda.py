@@ -34,8 +34,8 @@ AWKWARD = [
 ]
 
 
-def put_keys(session: Any, bucket: str, n: int) -> list[str]:
-    s3 = session.client("s3")
+def put_keys(moto_session: Any, bucket: str, n: int) -> list[str]:
+    s3 = moto_session.client("s3")
     keys = [f"datasets/{i % 7:02}/part-{i:05}.csv" for i in range(n)] + AWKWARD
     for key in keys:
         s3.put_object(Bucket=bucket, Key=key, Body=b"id\n1\n")
@@ -47,11 +47,11 @@ def fast_retry(attempts: int = 8) -> RetryPolicy:
 
 
 def test_every_key_of_a_large_bucket_is_delivered_exactly_once(
-    session: Any, bucket: str, function: str, received: Received
+    moto_session: Any, bucket: str, function: str, received: Received
 ) -> None:
-    keys = put_keys(session, bucket, 2600)
+    keys = put_keys(moto_session, bucket, 2600)
     summary = run(
-        RunConfig(source=f"s3://{bucket}", target=function, concurrency=16), session=session
+        RunConfig(source=f"s3://{bucket}", target=function, concurrency=16), session=moto_session
     )
     assert summary.status == "succeeded", summary.to_dict()
     assert Counter(received.keys()) == Counter(keys)
@@ -65,9 +65,9 @@ def test_every_key_of_a_large_bucket_is_delivered_exactly_once(
 
 
 def test_prefixes_mode_batches_and_start_after(
-    session: Any, bucket: str, function: str, received: Received
+    moto_session: Any, bucket: str, function: str, received: Received
 ) -> None:
-    put_keys(session, bucket, 70)
+    put_keys(moto_session, bucket, 70)
     summary = run(
         RunConfig(
             source=f"s3://{bucket}/datasets",
@@ -76,7 +76,7 @@ def test_prefixes_mode_batches_and_start_after(
             batch_size=3,
             start_after="datasets/01/",
         ),
-        session=session,
+        session=moto_session,
     )
     assert summary.status == "succeeded"
     assert sorted(received.keys()) == [f"datasets/{i:02}/" for i in range(2, 7)]
@@ -84,8 +84,10 @@ def test_prefixes_mode_batches_and_start_after(
     assert all("dataset_prefix" not in e for e in received.events if len(e["items"]) > 1)
 
 
-def test_selection_against_s3(session: Any, bucket: str, function: str, received: Received) -> None:
-    put_keys(session, bucket, 30)
+def test_selection_against_s3(
+    moto_session: Any, bucket: str, function: str, received: Received
+) -> None:
+    put_keys(moto_session, bucket, 30)
     summary = run(
         RunConfig(
             source=f"s3://{bucket}",
@@ -94,7 +96,7 @@ def test_selection_against_s3(session: Any, bucket: str, function: str, received
             exclude=("*-00001.csv",),
             limit=5,
         ),
-        session=session,
+        session=moto_session,
     )
     assert summary.counts.selected == 5
     assert sorted(received.keys()) == [
@@ -107,9 +109,9 @@ def test_selection_against_s3(session: Any, bucket: str, function: str, received
 
 
 def test_request_response_collects_results_and_checks_function_error(
-    session: Any, bucket: str, function: str, received: Received
+    moto_session: Any, bucket: str, function: str, received: Received
 ) -> None:
-    keys = put_keys(session, bucket, 20)
+    keys = put_keys(moto_session, bucket, 20)
     summary = run(
         RunConfig(
             source=f"s3://{bucket}",
@@ -117,7 +119,7 @@ def test_request_response_collects_results_and_checks_function_error(
             invocation_type="request-response",
             batch_size=4,
         ),
-        session=session,
+        session=moto_session,
     )
     assert summary.status == "succeeded", summary.failures
     assert set(received.invocation_types) == {"RequestResponse"}
@@ -128,8 +130,10 @@ def test_request_response_collects_results_and_checks_function_error(
     assert [item["key"] for item in first["items"]] == summary.results[0]["keys"]
 
 
-def test_sync_client_never_retries_and_outwaits_the_function(session: Any, function: str) -> None:
-    target = LambdaTarget(function, invocation_type="request-response", session=session)
+def test_sync_client_never_retries_and_outwaits_the_function(
+    moto_session: Any, function: str
+) -> None:
+    target = LambdaTarget(function, invocation_type="request-response", session=moto_session)
     target.prepare()
     config = target._client.meta.config
     assert target.function_timeout == 120
@@ -139,9 +143,9 @@ def test_sync_client_never_retries_and_outwaits_the_function(session: Any, funct
 
 
 def test_a_worker_function_error_fails_its_batch_with_the_message(
-    session: Any, bucket: str, function: str
+    moto_session: Any, bucket: str, function: str
 ) -> None:
-    put_keys(session, bucket, 5)
+    put_keys(moto_session, bucket, 5)
 
     def function_error(request: Any, **_: Any) -> Any:
         if b"part-00003" in request.body:
@@ -155,12 +159,12 @@ def test_a_worker_function_error_fails_its_batch_with_the_message(
             )
         return None
 
-    session.events.register_first("before-send.lambda.Invoke", function_error)
+    moto_session.events.register_first("before-send.lambda.Invoke", function_error)
     summary = run(
         RunConfig(
             source=f"s3://{bucket}/datasets", target=function, invocation_type="request-response"
         ),
-        session=session,
+        session=moto_session,
     )
     assert summary.status == "failed"
     assert summary.counts.failed == 1 and summary.counts.dispatched == 4
@@ -173,14 +177,14 @@ def test_a_worker_function_error_fails_its_batch_with_the_message(
 
 @pytest.mark.parametrize("rate", [0.1, 0.2])
 def test_injected_faults_lose_no_item(
-    session: Any, bucket: str, function: str, received: Received, rate: float
+    moto_session: Any, bucket: str, function: str, received: Received, rate: float
 ) -> None:
-    keys = put_keys(session, bucket, 400)
+    keys = put_keys(moto_session, bucket, 400)
     faults = Faults(rate, seed=int(rate * 100))
-    session.events.register_first("before-send.lambda.Invoke", faults)
+    moto_session.events.register_first("before-send.lambda.Invoke", faults)
     summary = run(
         RunConfig(source=f"s3://{bucket}", target=function, concurrency=8),
-        session=session,
+        session=moto_session,
         retry=fast_retry(10),
     )
     assert sum(faults.injected.values()) > 0.5 * rate * len(keys)
@@ -191,14 +195,14 @@ def test_injected_faults_lose_no_item(
 
 
 def test_items_whose_retries_run_out_are_reported(
-    session: Any, bucket: str, function: str, received: Received
+    moto_session: Any, bucket: str, function: str, received: Received
 ) -> None:
-    keys = put_keys(session, bucket, 300)
-    session.events.register_first("before-send.lambda.Invoke", Faults(0.5, seed=3))
+    keys = put_keys(moto_session, bucket, 300)
+    moto_session.events.register_first("before-send.lambda.Invoke", Faults(0.5, seed=3))
     outcomes: list[Outcome] = []
     summary = run(
         RunConfig(source=f"s3://{bucket}", target=function, concurrency=8),
-        session=session,
+        session=moto_session,
         retry=fast_retry(2),
         hooks=OnOutcome(outcomes.append),
     )
@@ -213,20 +217,20 @@ def test_items_whose_retries_run_out_are_reported(
 
 
 def test_a_missing_function_stops_before_any_invoke(
-    session: Any, bucket: str, received: Received
+    moto_session: Any, bucket: str, received: Received
 ) -> None:
-    put_keys(session, bucket, 5)
+    put_keys(moto_session, bucket, 5)
     with pytest.raises(NotFound) as caught:
-        run(RunConfig(source=f"s3://{bucket}", target="no-such-function"), session=session)
+        run(RunConfig(source=f"s3://{bucket}", target="no-such-function"), session=moto_session)
     assert "no-such-function" in str(caught.value)
     assert "GetFunctionConfiguration" in str(caught.value)
     assert received.events == []
 
 
 def test_a_missing_bucket_stops_the_run_with_one_error(
-    session: Any, function: str, received: Received
+    moto_session: Any, function: str, received: Received
 ) -> None:
-    summary = run(RunConfig(source="s3://no-such-bucket", target=function), session=session)
+    summary = run(RunConfig(source="s3://no-such-bucket", target=function), session=moto_session)
     assert summary.status == "failed"
     assert summary.error is not None
     assert "NoSuchBucket" in summary.error and "no-such-bucket" in summary.error
@@ -235,10 +239,10 @@ def test_a_missing_bucket_stops_the_run_with_one_error(
 
 @pytest.mark.parametrize("transport", ["fast", "boto3"])
 def test_max_failures_stops_a_lambda_run_without_state(
-    session: Any, bucket: str, function: str, received: Received, transport: str
+    moto_session: Any, bucket: str, function: str, received: Received, transport: str
 ) -> None:
     """--max-failures belongs to the run, not to its state: without --state it still stops."""
-    keys = put_keys(session, bucket, 30)
+    keys = put_keys(moto_session, bucket, 30)
     calls: list[str] = []
 
     def worker_raises(request: Any, **_: Any) -> Any:
@@ -254,7 +258,7 @@ def test_max_failures_stops_a_lambda_run_without_state(
             headers={"X-Amz-Function-Error": "Unhandled"},
         )
 
-    session.events.register_first("before-send.lambda.Invoke", worker_raises)
+    moto_session.events.register_first("before-send.lambda.Invoke", worker_raises)
     summary = run(
         RunConfig(
             source=f"s3://{bucket}",
@@ -264,7 +268,7 @@ def test_max_failures_stops_a_lambda_run_without_state(
             max_failures="3",
             transport=transport,
         ),
-        session=session,
+        session=moto_session,
     )
     assert summary.stopped == "failure threshold crossed: 4 items failed (more than 3)"
     assert summary.status == "failed" and summary.exit_code == 1

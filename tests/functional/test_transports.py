@@ -7,7 +7,6 @@ ThreadedMotoServer, so the fast path goes through real sockets, and compares the
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,17 +19,19 @@ from hopper.items import Item
 from hopper.lambda_target import LambdaTarget
 from hopper.sources import S3Source
 from hopper.wire import transport as lean
-from hopper.wire.transport import Channel
 
 from ..hooks import OnOutcome
 from .faults import response, response_xml
+from .loopback import Server, channel
 from .test_s3_to_lambda import AWKWARD
 
 TRANSPORTS = ("boto3", "fast")
 
 
-def listed(session: Any, transport: str, bucket: str = "bucket", **options: Any) -> list[Item]:
-    source = S3Source(bucket, session=session, transport_name=transport, **options)
+def listed(
+    seeded_session: Any, transport: str, bucket: str = "bucket", **options: Any
+) -> list[Item]:
+    source = S3Source(bucket, session=seeded_session, transport_name=transport, **options)
     return [item for page in source.pages() for item in page.items]
 
 
@@ -48,16 +49,16 @@ def shared(moto_server: str) -> Iterator[str]:
     urllib.request.urlopen(
         urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
     ).read()
-    session = boto3.session.Session(
+    maker = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
-    s3 = session.client("s3", endpoint_url=moto_server)
+    s3 = maker.client("s3", endpoint_url=moto_server)
     s3.create_bucket(Bucket="bucket")
     for key in KEYS:
         s3.put_object(Bucket="bucket", Key=key, Body=b"x" * (len(key) % 7))
-    iam = session.client("iam", endpoint_url=moto_server)
+    iam = maker.client("iam", endpoint_url=moto_server)
     role = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    lam = session.client("lambda", endpoint_url=moto_server)
+    lam = maker.client("lambda", endpoint_url=moto_server)
     lam.create_function(
         FunctionName="worker",
         Runtime="python3.12",
@@ -80,7 +81,8 @@ def function_zip() -> bytes:
 
 
 @pytest.fixture
-def session(shared: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+def seeded_session(shared: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A session on the shared moto server, which holds the bucket of KEYS and the worker."""
     import boto3
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", shared)
@@ -90,10 +92,10 @@ def session(shared: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
 class Senders:
     """Counts the requests each path sent, by the User-Agent the fast transport sets."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, seeded_session: Any) -> None:
         self.fast: list[str] = []
         self.boto3: list[str] = []
-        session.events.register("before-send", self)
+        seeded_session.events.register("before-send", self)
 
     def __call__(self, request: Any, **_: Any) -> None:
         fast = "(fast transport)" in str(request.headers.get("User-Agent", ""))
@@ -104,21 +106,23 @@ class Senders:
         self.boto3.clear()
 
 
-def test_listings_are_identical_on_both_transports(session: Any) -> None:
-    senders = Senders(session)
-    plain = listed(session, "boto3")
+def test_listings_are_identical_on_both_transports(seeded_session: Any) -> None:
+    senders = Senders(seeded_session)
+    plain = listed(seeded_session, "boto3")
     assert senders.fast == [] and len(senders.boto3) == 2
     senders.clear()
-    assert listed(session, "fast", parallelism=1) == plain
+    assert listed(seeded_session, "fast", parallelism=1) == plain
     # Every page went the fast way: two pages, and not one request of boto3's own.
     assert len(senders.fast) == 2 and senders.boto3 == []
     assert [item.key for item in plain] == KEYS
     assert all(item.etag and item.last_modified and item.size is not None for item in plain)
     # Ranges listed at once (1512 keys: two pages, one folder listing, probes past the end).
-    assert listed(session, "fast", parallelism=8) == plain
+    assert listed(seeded_session, "fast", parallelism=8) == plain
 
     def from_cursor(transport: str, **options: Any) -> list[Item]:
-        source = S3Source("bucket", "data", session=session, transport_name=transport, **options)
+        source = S3Source(
+            "bucket", "data", session=seeded_session, transport_name=transport, **options
+        )
         return [item for page in source.pages("data/2/part-01000.csv") for item in page.items]
 
     assert from_cursor("fast", parallelism=4) == from_cursor("boto3")
@@ -128,7 +132,7 @@ def test_listings_are_identical_on_both_transports(session: Any) -> None:
             "bucket",
             "data",
             mode="prefixes",
-            session=session,
+            session=seeded_session,
             transport_name=transport,
         )
         return [item for page in source.pages("data/1/") for item in page.items]
@@ -137,8 +141,8 @@ def test_listings_are_identical_on_both_transports(session: Any) -> None:
     assert folders("fast") == folders("boto3")
 
 
-def test_runs_are_identical_on_both_transports(session: Any) -> None:
-    senders = Senders(session)
+def test_runs_are_identical_on_both_transports(seeded_session: Any) -> None:
+    senders = Senders(seeded_session)
     outcomes = {}
     for transport in TRANSPORTS:
         seen: list[tuple[int, str, tuple[str, ...], list[str]]] = []
@@ -157,7 +161,7 @@ def test_runs_are_identical_on_both_transports(session: Any) -> None:
                 transport=transport,
                 invocation_type="request-response",
             ),
-            session=session,
+            session=seeded_session,
             hooks=OnOutcome(note),
         )
         assert summary.status == "succeeded", summary.to_dict()
@@ -175,18 +179,18 @@ def test_runs_are_identical_on_both_transports(session: Any) -> None:
     assert len(outcomes["fast"]) == 43
 
 
-def invoke_error(session: Any, transport: str, answer: Any) -> BaseException:
+def invoke_error(seeded_session: Any, transport: str, answer: Any) -> BaseException:
     """What one invoke raises when `answer(request)` answers it at botocore's before-send."""
-    session.events.register_first("before-send.lambda.Invoke", answer, unique_id="answer")
+    seeded_session.events.register_first("before-send.lambda.Invoke", answer, unique_id="answer")
     try:
-        target = LambdaTarget("worker", session=session, transport_name=transport)
+        target = LambdaTarget("worker", session=seeded_session, transport_name=transport)
         target.prepare()
         with pytest.raises((HopperError, TransientError)) as caught:
             target.invoke(b"{}")
         target.close()
         return caught.value
     finally:
-        session.events.unregister("before-send.lambda.Invoke", unique_id="answer")
+        seeded_session.events.unregister("before-send.lambda.Invoke", unique_id="answer")
 
 
 ANSWERS = {
@@ -219,8 +223,8 @@ ANSWERS = {
 
 
 @pytest.mark.parametrize("kind", list(ANSWERS))
-def test_invoke_errors_map_identically(session: Any, kind: str) -> None:
-    errors = [invoke_error(session, t, ANSWERS[kind]) for t in TRANSPORTS]
+def test_invoke_errors_map_identically(seeded_session: Any, kind: str) -> None:
+    errors = [invoke_error(seeded_session, t, ANSWERS[kind]) for t in TRANSPORTS]
     assert type(errors[0]) is type(errors[1])
     assert str(errors[0]) == str(errors[1])
     assert getattr(errors[0], "may_have_run", None) == getattr(errors[1], "may_have_run", None)
@@ -248,7 +252,7 @@ def test_invoke_errors_map_identically(session: Any, kind: str) -> None:
     ],
 )
 def test_listing_errors_map_identically(
-    session: Any, status: int, body: bytes, expected: type[Exception]
+    seeded_session: Any, status: int, body: bytes, expected: type[Exception]
 ) -> None:
     errors = []
     for transport in TRANSPORTS:
@@ -259,26 +263,26 @@ def test_listing_errors_map_identically(
             # The second page fails: the first shows the path works, the error must still map.
             return response_xml(request.url, status, body) if len(calls) > 1 else None
 
-        session.events.register_first("before-send.s3.ListObjectsV2", answer, unique_id="a")
+        seeded_session.events.register_first("before-send.s3.ListObjectsV2", answer, unique_id="a")
         try:
             with pytest.raises(expected) as caught:
-                listed(session, transport, parallelism=1)
+                listed(seeded_session, transport, parallelism=1)
         finally:
-            session.events.unregister("before-send.s3.ListObjectsV2", unique_id="a")
+            seeded_session.events.unregister("before-send.s3.ListObjectsV2", unique_id="a")
         errors.append(caught.value)
     assert str(errors[0]) == str(errors[1])
 
 
-def test_a_missing_bucket_is_named_on_both_transports(session: Any) -> None:
+def test_a_missing_bucket_is_named_on_both_transports(seeded_session: Any) -> None:
     errors = []
     for transport in TRANSPORTS:
         with pytest.raises(NotFound) as caught:
-            listed(session, transport, "no-such-bucket")
+            listed(seeded_session, transport, "no-such-bucket")
         errors.append(str(caught.value))
     assert errors[0] == errors[1] and "no-such-bucket" in errors[0]
 
 
-def test_throttled_listing_pages_are_retried(session: Any) -> None:
+def test_throttled_listing_pages_are_retried(seeded_session: Any) -> None:
     calls = []
 
     def slow_down(request: Any, **_: Any) -> Any:
@@ -291,11 +295,11 @@ def test_throttled_listing_pages_are_retried(session: Any) -> None:
             )
         return None
 
-    session.events.register_first("before-send.s3.ListObjectsV2", slow_down, unique_id="s")
+    seeded_session.events.register_first("before-send.s3.ListObjectsV2", slow_down, unique_id="s")
     try:
-        items = listed(session, "fast", parallelism=1)
+        items = listed(seeded_session, "fast", parallelism=1)
     finally:
-        session.events.unregister("before-send.s3.ListObjectsV2", unique_id="s")
+        seeded_session.events.unregister("before-send.s3.ListObjectsV2", unique_id="s")
     assert [item.key for item in items] == KEYS
     assert len(calls) >= 4
 
@@ -303,124 +307,90 @@ def test_throttled_listing_pages_are_retried(session: Any) -> None:
 # ----------------------------------------------------------------------- real socket faults
 
 
-@pytest.fixture
-def bad_server() -> Iterator[tuple[int, list[str]]]:
-    """Accepts connections; `mode[0]` says what to do: close at once, or never answer."""
-    mode = ["close"]
-    listener = socket.create_server(("127.0.0.1", 0))
-    open_sockets: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            if mode[0] == "close":
-                conn.close()
-            else:
-                open_sockets.append(conn)
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], mode
-    listener.close()
-    for conn in open_sockets:
-        conn.close()
-
-
-def channel_to(port: int, *, read_timeout: float) -> Channel:
-    """A fast-transport channel to a local port, signing for Lambda."""
-    import boto3
-
-    session = boto3.session.Session(region_name="us-east-1")
-    return Channel(
-        session.client("lambda", endpoint_url=f"http://127.0.0.1:{port}"),
-        credentials=session.get_credentials(),
-        signing_name="lambda",
-        region="us-east-1",
-        read_timeout=read_timeout,
-    )
-
-
-def fast_target(session: Any, endpoint: str) -> LambdaTarget:
+def fast_target(seeded_session: Any, endpoint: str) -> LambdaTarget:
     """A fast-path target aimed at `endpoint`, without prepare()'s own call to it."""
-    target = LambdaTarget("worker", session=session, transport_name="fast")
-    target._client = session.client("lambda", endpoint_url=endpoint)
+    target = LambdaTarget("worker", session=seeded_session, transport_name="fast")
+    target._client = seeded_session.client("lambda", endpoint_url=endpoint)
     target._channel = lean.channel(target._client, "lambda", read_timeout=0.5)
     target._url = f"{endpoint}/2015-03-31/functions/worker/invocations"
     return target
 
 
-def test_real_connection_failures_classify_as_botocore_ones(
-    aws_env: None, bad_server: tuple[int, list[str]]
-) -> None:
+def test_real_connection_failures_classify_as_botocore_ones(aws_env: None, server: Server) -> None:
     import boto3
 
-    session = boto3.session.Session(region_name="us-east-1")
-    port, mode = bad_server
+    plain = boto3.session.Session(region_name="us-east-1")
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     dead_port = closed.getsockname()[1]
     closed.close()
 
     with pytest.raises(TransientError) as refused:
-        fast_target(session, f"http://127.0.0.1:{dead_port}").invoke(b"{}")
+        fast_target(plain, f"http://127.0.0.1:{dead_port}").invoke(b"{}")
     assert refused.value.may_have_run is False
 
+    server.mode = "drop"
     with pytest.raises(TransientError) as dropped:
-        fast_target(session, f"http://127.0.0.1:{port}").invoke(b"{}")
+        fast_target(plain, f"http://127.0.0.1:{server.port}").invoke(b"{}")
     assert dropped.value.may_have_run is True
 
-    mode[0] = "hang"
-    channel_target = fast_target(session, f"http://127.0.0.1:{port}")
+    server.mode = "hang"
+    channel_target = fast_target(plain, f"http://127.0.0.1:{server.port}")
     with pytest.raises(TransientError) as hung:
         channel_target.invoke(b"{}")
     assert hung.value.may_have_run is True and "ReadTimeoutError" in str(hung.value)
+    # Each invoke reached the server once: a call that may have run is never repeated here.
+    assert server.requests == [b"{}", b"{}"]
 
 
 def test_a_request_is_never_sent_twice_after_it_reached_the_server(
-    aws_env: None, bad_server: tuple[int, list[str]]
+    aws_env: None, server: Server
 ) -> None:
-    port, _ = bad_server
-    channel = channel_to(port, read_timeout=0.5)
+    server.mode = "drop"
+    url = f"http://127.0.0.1:{server.port}"
+    wire = channel(url, read_timeout=0.5)
     with pytest.raises(ConnectionClosedError):
-        channel.send("Invoke", "POST", f"http://127.0.0.1:{port}/x", {}, b"{}")
-    channel.close()
+        wire.send("Invoke", "POST", f"{url}/x", {}, b'{"n": 1}')
+    wire.close()
+    # The server read the request, then closed without a word: the request may have run, so
+    # the channel gave up rather than send it again on a new connection.
+    assert server.requests == [b'{"n": 1}']
+    assert server.connections == 1
 
 
-def test_fault_injected_run_dispatches_every_item_on_the_fast_path(session: Any) -> None:
+def test_fault_injected_run_dispatches_every_item_on_the_fast_path(seeded_session: Any) -> None:
     from .faults import Faults
 
     faults = Faults(0.2, kinds=("429", "500", "502", "reset"))
-    session.events.register_first("before-send.lambda.Invoke", faults, unique_id="f")
+    seeded_session.events.register_first("before-send.lambda.Invoke", faults, unique_id="f")
     try:
         summary = run(
             RunConfig(
                 source="s3://bucket/data/0", target="worker", concurrency=8, transport="fast"
             ),
-            session=session,
+            session=seeded_session,
             retry=RetryPolicy(max_attempts=12, base=0.001, cap=0.01),
         )
     finally:
-        session.events.unregister("before-send.lambda.Invoke", unique_id="f")
+        seeded_session.events.unregister("before-send.lambda.Invoke", unique_id="f")
     assert sum(faults.injected.values()) > 15
     assert summary.counts.dispatched + summary.counts.failed == summary.counts.selected == 300
     assert summary.counts.failed == 0, summary.failures[:3]
 
 
-def test_read_timeout_is_a_botocore_read_timeout(
-    aws_env: None, bad_server: tuple[int, list[str]]
-) -> None:
-    port, mode = bad_server
-    mode[0] = "hang"
-    channel = channel_to(port, read_timeout=0.3)
+def test_read_timeout_is_a_botocore_read_timeout(aws_env: None, server: Server) -> None:
+    server.mode = "hang"
+    url = f"http://127.0.0.1:{server.port}"
+    wire = channel(url, read_timeout=0.3)
     with pytest.raises(ReadTimeoutError):
-        channel.send("Invoke", "POST", f"http://127.0.0.1:{port}/x", {}, b"{}")
-    channel.close()
+        wire.send("Invoke", "POST", f"{url}/x", {}, b"{}")
+    wire.close()
+    assert server.requests == [b"{}"]
 
 
-def test_a_bucket_in_another_region_is_listed_through_botocore_redirects(session: Any) -> None:
+def test_a_bucket_in_another_region_is_listed_through_botocore_redirects(
+    seeded_session: Any,
+) -> None:
     redirected = []
 
     def elsewhere(request: Any, **_: Any) -> Any:
@@ -435,16 +405,16 @@ def test_a_bucket_in_another_region_is_listed_through_botocore_redirects(session
             b"<Endpoint>bucket.s3.eu-west-1.amazonaws.com</Endpoint></Error>",
         )
 
-    session.events.register_first("before-send.s3.ListObjectsV2", elsewhere, unique_id="r")
+    seeded_session.events.register_first("before-send.s3.ListObjectsV2", elsewhere, unique_id="r")
     try:
-        items = listed(session, "fast")
+        items = listed(seeded_session, "fast")
     finally:
-        session.events.unregister("before-send.s3.ListObjectsV2", unique_id="r")
+        seeded_session.events.unregister("before-send.s3.ListObjectsV2", unique_id="r")
     assert len(redirected) == 1
     assert [item.key for item in items] == KEYS
 
 
-def test_the_handler_runs_on_botocore_alone(session: Any) -> None:
+def test_the_handler_runs_on_botocore_alone(seeded_session: Any) -> None:
     """The Lambda handler makes its clients from botocore's session: a cold start never
     imports boto3 (and s3transfer with it). Run in a fresh interpreter, against moto."""
     import json
