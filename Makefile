@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 CHECKOV := .venv-checkov/bin/checkov
 MINISTACK := .venv-ministack/bin/ministack
 
-.PHONY: venv tools demo test bench lint typecheck check lock clean
+.PHONY: venv tools demo test unit bench lint typecheck check lock clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -39,6 +39,10 @@ demo: $(STAMP)
 
 test: $(STAMP) tools
 	HOPPER_REQUIRE_TOOLS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone (no I/O), without the tests marked slow: a few seconds.
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 # Ratios against baselines measured in the same run; rewrites BENCHMARKS.md. Needs node.
 bench: $(STAMP)

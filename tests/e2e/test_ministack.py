@@ -16,6 +16,9 @@ from hopper.errors import DeployError
 
 from .conftest import make_world, markers, wait_for_markers
 
+# ministack starts in seconds and its schedule fires within a minute.
+pytestmark = pytest.mark.slow
+
 
 def hopper(*args: str) -> Any:
     result = CliRunner().invoke(cli, list(args))
@@ -100,7 +103,6 @@ def test_a_failed_update_shows_the_resources_reasons(
     assert deployer.destroy(stack)[0] == f"stack {stack}"
 
 
-@pytest.mark.slow
 def test_the_schedule_fires_by_itself(ministack_session: Any) -> None:
     bucket, worker, stack = "e2e-schedule", "tick-worker", "hopper-tick"
     datasets = make_world(ministack_session, bucket, worker, "ticks/")

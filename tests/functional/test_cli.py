@@ -370,6 +370,7 @@ def test_max_failures_stops_a_local_run_without_state(tmp_path: Path, threshold:
     assert doc["cursor"] == f"f{crossed_at - 1:02}.csv"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_run_without_state_after_the_batches_in_flight(tmp_path: Path) -> None:
     import signal
     import time

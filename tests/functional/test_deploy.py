@@ -76,6 +76,7 @@ def test_artifact_is_deterministic_and_holds_the_core_only(tmp_path: Path) -> No
     assert done.stdout.strip() == "ok", done.stderr
 
 
+@pytest.mark.slow
 def test_deploy_creates_least_privilege_resources(
     server_session: Any, worker_in_moto: dict[str, str]
 ) -> None:

@@ -135,6 +135,7 @@ def slow_invokes(moto_session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("hopper.aws.make_session", lambda **_: moto_session)
 
 
+@pytest.mark.slow
 def test_continuation_hands_on_the_cursor_and_loses_nothing(
     moto_session: Any,
     bucket: str,

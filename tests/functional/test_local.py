@@ -254,6 +254,7 @@ def test_module_targets_import_from_the_working_directory(
     assert summary.results[0]["result"] == "X.TXT"
 
 
+@pytest.mark.slow
 def test_deadline_reports_the_rest_and_a_cursor_that_resumes_without_loss(tmp_path: Path) -> None:
     data, out = tmp_path / "data", tmp_path / "out"
     out.mkdir()

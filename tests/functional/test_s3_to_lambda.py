@@ -46,6 +46,7 @@ def fast_retry(attempts: int = 8) -> RetryPolicy:
     return RetryPolicy(max_attempts=attempts, base=0.001, cap=0.01)
 
 
+@pytest.mark.slow
 def test_every_key_of_a_large_bucket_is_delivered_exactly_once(
     moto_session: Any, bucket: str, function: str, received: Received
 ) -> None:

@@ -196,6 +196,7 @@ def test_incremental_sends_only_new_and_changed(world: World) -> None:
     assert world.markers() == Counter(["a.txt"]) and fifth.counts.dispatched == 1
 
 
+@pytest.mark.slow
 def test_five_runs_at_once_exactly_one_proceeds(world: World) -> None:
     world.files([f"f{i}.txt" for i in range(6)])
     processes = [
@@ -229,6 +230,7 @@ def test_wait_runs_after_the_holder(world: World) -> None:
     assert run_with_state(world.config(), wait=True).status == "succeeded"
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_loses_nothing(world: World) -> None:
     names = [f"k{i:03}.txt" for i in range(120)]
     world.files(names)
@@ -272,6 +274,7 @@ def test_state_inside_the_source_is_never_listed(tmp_path: Path) -> None:
     assert (world.data / "state-here" / "runs").is_dir()
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_checkpoints_and_the_next_resumes(world: World) -> None:
     import threading
 
@@ -293,6 +296,7 @@ def test_an_interrupted_run_checkpoints_and_the_next_resumes(world: World) -> No
     assert report(open_store(world.state), first.run_id)["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_local_schedule_runs_on_ticks_skips_held_ones_and_stops_on_ctrl_c(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

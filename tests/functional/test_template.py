@@ -27,6 +27,7 @@ def test_cfn_lint_reports_nothing() -> None:
     assert [str(m) for m in lint_all(template_text())] == []
 
 
+@pytest.mark.slow
 def test_checkov_has_no_failed_checks(tmp_path: Path, template: Any) -> None:
     if not CHECKOV.exists():
         if os.environ.get("HOPPER_REQUIRE_TOOLS"):

@@ -227,6 +227,7 @@ def test_oversize_batches_are_failed_without_a_call(Target: type[Recorder]) -> N
     assert big.status == FAILED and big.error_type == "PayloadTooLarge"
 
 
+@pytest.mark.slow
 def test_deadline_stops_pulling_batches(Target: type[Recorder]) -> None:
     target = Target(delay=0.05)
     plan: list[Batch | Oversize] = list(batches(1000))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import tracemalloc
 from collections.abc import Iterator
 
+import pytest
+
 from hopper import RunConfig, plan, run
 from hopper.items import Item, Page
 from hopper.target import InvokeResult
@@ -67,11 +69,13 @@ def peak_bytes(n: int, *, dispatch: bool) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_plan_memory_does_not_grow_with_keys() -> None:
     small, large = peak_bytes(2_000, dispatch=False), peak_bytes(30_000, dispatch=False)
     assert large < small + 500_000, (small, large)
 
 
+@pytest.mark.slow
 def test_run_memory_does_not_grow_with_keys() -> None:
     small, large = peak_bytes(2_000, dispatch=True), peak_bytes(30_000, dispatch=True)
     assert large < small + 500_000, (small, large)
