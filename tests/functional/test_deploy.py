@@ -16,6 +16,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner
 
+import hopper
 from hopper.cli import cli
 from hopper.deploy import ARTIFACTS, DeployConfig, Deployer, artifact_key, build_artifact
 
@@ -62,9 +63,22 @@ def test_artifact_is_deterministic_and_holds_the_core_only(tmp_path: Path) -> No
     names = zipfile.ZipFile(io.BytesIO(first)).namelist()
     assert "hopper/handler.py" in names and "hopper/engine.py" in names
     assert "hopper/cli.py" not in names
+    # Every module of the core, sub-packages included.
+    package = Path(hopper.__file__).parent
+    core = {
+        f"hopper/{path.relative_to(package).as_posix()}"
+        for path in package.rglob("*.py")
+        if path.name not in ("cli.py", "__main__.py")
+    }
+    assert set(names) == core
+    assert "hopper/wire/mux.py" in names and "hopper/runstate/run.py" in names
     zipfile.ZipFile(io.BytesIO(first)).extractall(tmp_path)
-    # The handler imports with click and rich unavailable, as in the Lambda runtime.
-    probe = "import sys; sys.modules['click'] = None; sys.modules['rich'] = None; import hopper.handler; print('ok')"
+    # The handler imports with click and rich unavailable, as in the Lambda runtime; so do the
+    # modules it loads only when a run needs them (state, the one-thread dispatch loop).
+    probe = (
+        "import sys; sys.modules['click'] = None; sys.modules['rich'] = None; "
+        "import hopper.handler, hopper.runstate.run, hopper.wire.mux; print('ok')"
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,

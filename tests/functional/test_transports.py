@@ -23,10 +23,10 @@ from hopper.wire import transport as lean
 from ..hooks import OnOutcome
 from .faults import response, response_xml
 from .loopback import Server, channel
+from .test_s3_to_lambda import AWKWARD
 
 # The module's moto bucket of 1,500 keys takes seconds to fill.
 pytestmark = pytest.mark.slow
-from .test_s3_to_lambda import AWKWARD
 
 TRANSPORTS = ("boto3", "fast")
 
