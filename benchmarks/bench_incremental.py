@@ -30,13 +30,14 @@ n, incremental, state = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
 class Synthetic:
     bucket = "synthetic"
     mode = "objects"
+    key_root = "s3://synthetic/"
     def describe(self): return "synthetic"
     def pages(self, start_after=None):
         for start in range(0, n, 1000):
             yield Page(tuple(Item(f"key/{i:09}", size=1, etag=("same" if i % 2 else "new")) for i in range(start, min(start + 1000, n))))
 
 class Sink:
-    name = "sink"; repeat_safe = True; returns_results = False
+    name = "sink"; repeat_safe = True
     def prepare(self): pass
     def close(self): pass
     def invoke(self, payload): return InvokeResult(ok=True)

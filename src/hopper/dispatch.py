@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from hopper.batching import Oversize
 from hopper.errors import HopperError, TransientError
 from hopper.event import EventRecipe
-from hopper.items import Batch, BatchStatus, Outcome, Stop
+from hopper.items import DISPATCHED, FAILED, NOT_DISPATCHED, Batch, Outcome, Stop
 from hopper.retry import RetryPolicy
 from hopper.target import InvokeResult, Target
 
@@ -134,7 +134,7 @@ class Dispatcher:
             if exc.may_have_run and not self.target.repeat_safe:
                 return Outcome(
                     batch,
-                    BatchStatus.FAILED,
+                    FAILED,
                     attempt,
                     error_type="Ambiguous",
                     error=f"{exc.message}; not repeated, the worker may already have run",
@@ -142,7 +142,7 @@ class Dispatcher:
             if attempt >= self.retry.max_attempts:
                 return Outcome(
                     batch,
-                    BatchStatus.FAILED,
+                    FAILED,
                     attempt,
                     error_type="RetriesExhausted",
                     error=f"gave up after {attempt} attempts: {exc.message}",
@@ -151,7 +151,7 @@ class Dispatcher:
             if self._past_deadline(pause):
                 return Outcome(
                     batch,
-                    BatchStatus.NOT_DISPATCHED,
+                    NOT_DISPATCHED,
                     attempt,
                     error_type="Deadline",
                     error=f"deadline reached while retrying: {exc.message}",
@@ -162,42 +162,38 @@ class Dispatcher:
             self._fail(exc)
             return Outcome(
                 batch,
-                BatchStatus.NOT_DISPATCHED,
+                NOT_DISPATCHED,
                 attempt,
                 error_type=type(exc).__name__,
                 error=str(exc),
             )
         except Exception as exc:
             log.exception("batch %d: unexpected error", batch.index)
-            return Outcome(
-                batch, BatchStatus.FAILED, attempt, error_type=type(exc).__name__, error=str(exc)
-            )
+            return Outcome(batch, FAILED, attempt, error_type=type(exc).__name__, error=str(exc))
 
 
 def oversize(step: Oversize) -> Outcome:
     """A batch too large to send: failed, never sent."""
-    return Outcome(step.batch, BatchStatus.FAILED, error_type="PayloadTooLarge", error=step.reason)
+    return Outcome(step.batch, FAILED, error_type="PayloadTooLarge", error=step.reason)
 
 
 def unstarted(batch: Batch) -> Outcome:
     """A batch taken from the plan that the run stopped before sending."""
-    return Outcome(
-        batch, BatchStatus.NOT_DISPATCHED, 0, error="run stopped before this batch started"
-    )
+    return Outcome(batch, NOT_DISPATCHED, 0, error="run stopped before this batch started")
 
 
 def answered(batch: Batch, attempt: int, answer: InvokeResult) -> Outcome:
     if answer.ok:
         return Outcome(
             batch,
-            BatchStatus.DISPATCHED,
+            DISPATCHED,
             attempt,
             request_id=answer.request_id,
             result=answer.result,
         )
     return Outcome(
         batch,
-        BatchStatus.FAILED,
+        FAILED,
         attempt,
         request_id=answer.request_id,
         error_type=answer.error_type,

@@ -19,7 +19,7 @@ from typing import Any
 from hopper.batching import Oversize
 from hopper.dispatch import Dispatcher, DispatchResult, oversize, unstarted
 from hopper.errors import HopperError
-from hopper.items import Batch, BatchStatus, Outcome
+from hopper.items import NOT_DISPATCHED, Batch, Outcome
 from hopper.target import Stream, Target
 
 
@@ -91,9 +91,7 @@ class LoopDispatcher(Dispatcher):
                 begin(step, 1)
             if halted:
                 for _, _, batch, attempt in waiting:
-                    report(
-                        Outcome(batch, BatchStatus.NOT_DISPATCHED, attempt - 1, error="run stopped")
-                    )
+                    report(Outcome(batch, NOT_DISPATCHED, attempt - 1, error="run stopped"))
                 waiting.clear()
             if not flying and not waiting and not taking:
                 break

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from hopper.batching import Oversize
 from hopper.dispatch import Dispatcher, DispatchResult, answered, oversize, unstarted
 from hopper.errors import HopperError
-from hopper.items import Batch, BatchStatus, Outcome
+from hopper.items import NOT_DISPATCHED, Batch, Outcome
 from hopper.target import Chunking, InvokeResult
 
 
@@ -97,7 +97,7 @@ class ThreadDispatcher(Dispatcher):
             if isinstance(step, Outcome):
                 return step
             if self._halt.wait(step):
-                return Outcome(batch, BatchStatus.NOT_DISPATCHED, attempt, error="run stopped")
+                return Outcome(batch, NOT_DISPATCHED, attempt, error="run stopped")
 
     def _deliver_chunk(
         self, target: Chunking, chunk: list[Batch], report: Callable[[Iterable[Outcome]], None]

@@ -8,7 +8,15 @@ from enum import StrEnum
 from typing import Any
 
 from hopper.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from hopper.items import DEADLINE_REACHED, BatchStatus, Outcome, Skipped, Stop, StopReason
+from hopper.items import (
+    DEADLINE_REACHED,
+    DISPATCHED,
+    FAILED,
+    Outcome,
+    Skipped,
+    Stop,
+    StopReason,
+)
 
 # How many failures, results and skipped entries a summary keeps; the rest are only counted.
 SHOW = 20
@@ -132,7 +140,7 @@ class RunSummary:
     def record(self, outcome: Outcome) -> None:
         size = len(outcome.batch.items)
         counts = self.counts
-        if outcome.status is BatchStatus.DISPATCHED:
+        if outcome.status is DISPATCHED:
             counts.dispatched += size
             counts.dispatched_batches += 1
             if outcome.result is not None and len(self.results) < SHOW:
@@ -144,7 +152,7 @@ class RunSummary:
                     }
                 )
             return
-        if outcome.status is BatchStatus.FAILED:
+        if outcome.status is FAILED:
             counts.failed += size
             counts.failed_batches += 1
         if len(self.failures) < SHOW:

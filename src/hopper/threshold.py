@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hopper.errors import InvalidInput
-from hopper.items import BatchStatus, Outcome, Stop, StopReason
+from hopper.items import FAILED, NOT_DISPATCHED, Outcome, Stop, StopReason
 
 # A percentage threshold is judged once this many items have settled, not on the first one.
 PERCENT_SAMPLE = 20
@@ -47,11 +47,11 @@ class Threshold:
         return self.limit is not None
 
     def add(self, outcome: Outcome) -> None:
-        if outcome.status is BatchStatus.NOT_DISPATCHED:
+        if self.limit is None or outcome.status is NOT_DISPATCHED:
             return
         size = len(outcome.batch.items)
         self.settled += size
-        if outcome.status is BatchStatus.FAILED:
+        if outcome.status is FAILED:
             self.failed += size
 
     def crossed(self) -> Stop | None:

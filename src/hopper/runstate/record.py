@@ -26,7 +26,7 @@ from typing import Any
 
 from hopper.config import RunConfig
 from hopper.errors import InvalidInput
-from hopper.items import BatchStatus, Item, Outcome
+from hopper.items import DISPATCHED, Item, Outcome
 from hopper.runstate.store import Log, Store
 
 LEASE_KEY = "lease.json"
@@ -207,7 +207,7 @@ def report(store: Store, run_id: str) -> dict[str, Any]:
         status = line["status"]
         counts[status] += len(line["items"])
         batches[status] += 1
-        if status != BatchStatus.DISPATCHED and len(failures) < 50:
+        if status != DISPATCHED and len(failures) < 50:
             failures.append(
                 {
                     key: line[key]
@@ -255,7 +255,7 @@ def unsettled_items(store: Store, run_id: str) -> Iterator[Item]:
         if "event" in line:
             continue
         for item in line["items"]:
-            if line["status"] == BatchStatus.DISPATCHED:
+            if line["status"] == DISPATCHED:
                 done.add(item["key"])
             else:
                 chosen[item["key"]] = item

@@ -13,7 +13,7 @@ from hopper import engine
 from hopper.config import RunConfig
 from hopper.engine import RunHooks
 from hopper.errors import HopperError, InvalidInput
-from hopper.items import LEASE_LOST, BatchStatus, Item, Outcome, Page, Stop, StopReason
+from hopper.items import DISPATCHED, LEASE_LOST, Item, Outcome, Page, Stop, StopReason
 from hopper.retry import RetryPolicy
 from hopper.runstate.incremental import Incremental
 from hopper.runstate.lease import Lease
@@ -111,7 +111,7 @@ class _StateHooks(RunHooks):
         # The engine's cursor has moved past this batch: checkpoint it, and remember what
         # was dispatched, in key order, for the incremental state.
         self.record.checkpoint(outcome.batch.last_key)
-        if self.incremental is not None and outcome.status is BatchStatus.DISPATCHED:
+        if self.incremental is not None and outcome.status is DISPATCHED:
             self.incremental.dispatched(outcome.batch.items)
         self.outer.on_advance(outcome)
 
