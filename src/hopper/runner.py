@@ -10,6 +10,7 @@ from typing import Any
 from hopper.config import RunConfig
 from hopper.engine import RunHooks
 from hopper.engine import run as run_once
+from hopper.errors import InvalidInput
 from hopper.retry import RetryPolicy
 from hopper.sources import Source
 from hopper.summary import RunSummary
@@ -37,10 +38,10 @@ def run(
     failed or unsent.
     """
     if config.state is None:
-        if retry_of is not None or wait:
-            from hopper.errors import InvalidInput
-
-            raise InvalidInput("--wait and retry need --state: that is where runs are recorded")
+        if wait:
+            raise InvalidInput("--wait needs --state: it waits for the run holding that state")
+        if retry_of is not None:
+            raise InvalidInput("a retry needs --state: that is where the run is recorded")
         return run_once(
             config,
             session=session,

@@ -120,6 +120,7 @@ BAD_INPUT = [
     ),
     (["run", "examples/datasets"], "missing --target"),
     (["run", "examples/datasets", "--target", WORKER, "--no-such-flag"], "No such option"),
+    (["run", "examples/datasets", "--target", WORKER, "--wait"], "--wait needs --state"),
 ]
 
 
