@@ -24,7 +24,7 @@ from hopper.errors import HopperError, TransientError
 from hopper.event import EventRecipe
 from hopper.items import DISPATCHED, FAILED, NOT_DISPATCHED, Batch, Outcome, Stop
 from hopper.retry import RetryPolicy
-from hopper.target import InvokeResult, Target
+from hopper.target import Abortable, InvokeResult, Target
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,10 @@ class Dispatcher:
     ) -> DispatchResult:
         """Start the dispatch threads and wait for them; re-raise what one of them crashed on.
 
-        On Ctrl-C in the caller, the halt and then `interrupted()` say to start nothing more,
-        and the batches in flight settle before the interrupt goes on up.
+        An exception in the caller (a Ctrl-C that aborts: the CLI's second one) halts dispatch:
+        `interrupted()` says to start nothing more, a target that can cuts its calls in flight
+        short, and every batch settles (those cut short as not dispatched) before the
+        exception goes on up.
         """
         for thread in threads:
             thread.start()
@@ -97,6 +99,8 @@ class Dispatcher:
         except BaseException:
             self._halt.set()
             interrupted()
+            if isinstance(self.target, Abortable):
+                self.target.abort()
             for thread in threads:
                 thread.join()
             raise

@@ -13,7 +13,8 @@ Every error carries the exit code the CLI uses, so no caller maps types to codes
     ├── LeaseHeld               exit 3: another run holds the state location
     ├── Conflict                a conditional write lost (the lease's; handled inside hopper)
     ├── DeployError             a stack operation ended in a failed state
-    └── StartFailure            a run that failed before it listed or sent anything
+    ├── StartFailure            a run that failed before it listed or sent anything
+    └── Interrupted             exit 130: Ctrl-C cut a call short
 
 Exit codes: 0 success, 1 failed, 2 bad input, 3 lease held, 130 interrupted (Ctrl-C).
 
@@ -119,6 +120,12 @@ class DeployError(HopperError):
 
 class StartFailure(HopperError):
     """A run failed before it listed or sent anything: its error is all there is to say."""
+
+
+class Interrupted(HopperError):
+    """Ctrl-C cut a call short; what it was doing counts as not started."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 # Error codes that make every later call fail the same way: the run stops at the first one

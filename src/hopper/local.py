@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hopper.errors import WorkerLoadError
+from hopper.errors import Interrupted, WorkerLoadError
 from hopper.event import EventRecipe, dumps, task_row
 from hopper.items import Batch
 from hopper.localworker import WorkerSpec
@@ -145,6 +145,7 @@ class LocalTarget:
         self._per_task: float | None = None
         self._id_prefix = str(uuid.uuid4())[:24]
         self._counter = itertools.count(1)
+        self._aborted = False
 
     def prepare(self) -> None:
         """Start the workers now, together, so a file that does not load fails before any
@@ -188,8 +189,18 @@ class LocalTarget:
 
     def invoke(self, payload: bytes) -> InvokeResult:
         result = self._run([payload], None)[0]
-        assert result is not None
+        if result is None:
+            raise Interrupted("aborted before the worker finished")
         return result
+
+    def abort(self) -> None:
+        """Kill every worker process: the invocations in flight end as not started."""
+        self._aborted = True
+        with self._lock:
+            processes = list(self._all)
+        for process in processes:
+            if process.process.poll() is None:
+                process.process.kill()
 
     def chunk_size(self) -> int:
         """How many invocations to hand one worker process at once.
@@ -234,7 +245,7 @@ class LocalTarget:
         results: list[InvokeResult | None] = [None] * len(tasks)
         at = 0
         stopping = False
-        while at < len(tasks) and not stopping:
+        while at < len(tasks) and not stopping and not self._aborted:
             process = self._checkout()
             pending = tasks[at:]
             ids = [self._request_id() for _ in pending]
@@ -251,6 +262,11 @@ class LocalTarget:
             for request_id in ids:
                 result = self._receive(process, request_id)
                 if result is _STOPPED:
+                    break
+                if result is None and self._aborted:
+                    # Killed by abort(): this one and the rest count as not started.
+                    self._discard(process)
+                    alive = None
                     break
                 if result is None:
                     # The invocation in progress failed (timed out, or its process died) and

@@ -203,8 +203,13 @@ def _invoke(handler: Handler, spec: WorkerSpec, event: Callable[[], Any], reques
 
 def main(argv: list[str]) -> None:
     """`python -m hopper.localworker FD`: serve on the socket FD the parent passed."""
+    import signal
     from multiprocessing.connection import Connection
 
+    # A terminal's Ctrl-C goes to the whole process group. The parent decides what it means
+    # (finish what is in flight, or abort and kill this process); here it would only turn the
+    # invocation in progress into a KeyboardInterrupt failure.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[1]))
     start = conn.recv()
     # The parent's import path, as spawn would give it: python:MODULE workers resolve alike.

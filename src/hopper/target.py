@@ -11,6 +11,8 @@ The abilities:
   on the fast transport). Dispatch then runs its one-thread loop.
 - `Chunking`: a chunk of batches handed to one worker at once, which builds each event itself
   (local worker processes). Dispatch then hands over chunks from its threads.
+- `Abortable`: calls in flight can be cut short (a second Ctrl-C); they then count as not
+  started, so they stay retryable.
 """
 
 from __future__ import annotations
@@ -93,4 +95,12 @@ class Chunking(Protocol):
         of each as it ends. Once `keep_going()` is false, batches not yet started are not
         started, and get no result. Every worker failure is a result; only what stops the
         run (the worker cannot be loaded) is raised."""
+        ...
+
+
+@runtime_checkable
+class Abortable(Protocol):
+    def abort(self) -> None:
+        """Cut the calls in flight short, from another thread. Each then ends as not started:
+        invoke() raises Interrupted, invoke_chunk() gives it no result."""
         ...

@@ -33,7 +33,10 @@ WORKER = textwrap.dedent(
     def handler(event, context):
         out = event["out"]
         fail = set(open(event["fail"]).read().split()) if os.path.exists(event["fail"]) else set()
+        slow = set(open(event["slow"]).read().split()) if os.path.exists(event["slow"]) else set()
         time.sleep(float(event.get("sleep", 0)))
+        if any(item["key"] in slow for item in event["items"]):
+            time.sleep(60)
         for item in event["items"]:
             if item["key"] in fail:
                 raise ValueError("cannot process " + item["key"])
@@ -53,6 +56,7 @@ class World:
         self.data = tmp / "data"
         self.out = tmp / "out"
         self.fail = tmp / "fail.txt"
+        self.slow = tmp / "slow.txt"
         self.worker = tmp / "worker.py"
         self.state = state
         self.env = env
@@ -70,7 +74,12 @@ class World:
         self.fail.write_text("\n".join(keys))
 
     def payload(self, sleep: float = 0.0) -> dict[str, Any]:
-        return {"out": str(self.out), "fail": str(self.fail), "sleep": sleep}
+        return {
+            "out": str(self.out),
+            "fail": str(self.fail),
+            "slow": str(self.slow),
+            "sleep": sleep,
+        }
 
     def config(self, sleep: float = 0.0, **kw: Any) -> RunConfig:
         values: dict[str, Any] = {
@@ -346,3 +355,73 @@ def test_a_run_that_cannot_start_is_recorded_as_failed(tmp_path: Path) -> None:
     assert failed["status"] == "failed" and "SyntaxError" in failed["error"]
     assert store.get(ACTIVE_KEY) is None
     assert store.get("lease.json") is None
+
+
+def _interrupt_then_resume(world: World, names: list[str], ctrl_cs: int) -> dict[str, Any]:
+    """The run starts in a session of its own, as a terminal's foreground job: a Ctrl-C there
+    goes to every process of the group, hopper's worker processes included. Returns the
+    interrupted run's report."""
+    first = subprocess.Popen(
+        world.command(0.2, "--json"),
+        env=world.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    time.sleep(2.0)
+    for _ in range(ctrl_cs):
+        os.killpg(first.pid, signal.SIGINT)
+        time.sleep(0.3)
+    # Within seconds: a first Ctrl-C waits for the batches in flight (0.2 s each here); a
+    # second one does not wait for a worker that would take a minute.
+    stdout, stderr = first.communicate(timeout=20)
+    assert first.returncode == 130, stderr
+    assert "KeyboardInterrupt" not in stdout + stderr
+    store = open_store(world.state)
+    [interrupted] = list_runs(store)
+    assert interrupted["status"] == "incomplete"
+    done_before = set(world.markers())
+    assert 0 < len(done_before) < len(names)
+    # No worker failure: the calls in flight finished, or were cut short and count as not
+    # dispatched.
+    ledger = report(store, interrupted["run_id"])
+    assert ledger["failed"] == 0
+    assert all(f["status"] == "not_dispatched" for f in ledger["failures"]), ledger["failures"]
+    # The same command again: the same job, so it resumes the interrupted run.
+    world.slow.unlink(missing_ok=True)
+    again = subprocess.run(
+        world.command(0.2, "--json"),
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["run_id"] == interrupted["run_id"] and resumed["status"] == "succeeded"
+    assert set(world.markers()) == set(names)
+    return ledger
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_lets_the_batches_in_flight_finish(tmp_path: Path) -> None:
+    world = World(tmp_path, str(tmp_path / "state"), dict(os.environ))
+    names = [f"f{i:03}.txt" for i in range(60)]
+    world.files(names)
+    _interrupt_then_resume(world, names, ctrl_cs=1)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_aborts_and_what_it_cut_short_is_sent_again(tmp_path: Path) -> None:
+    world = World(tmp_path, str(tmp_path / "state"), dict(os.environ))
+    names = [f"f{i:03}.txt" for i in range(60)]
+    world.files(names)
+    # Reached after about a second at two in flight, these take a minute each: only an
+    # abort ends the run in time.
+    slow = names[10:20]
+    world.slow.write_text("\n".join(slow))
+    ledger = _interrupt_then_resume(world, names, ctrl_cs=2)
+    cut_short = {key for f in ledger["failures"] for key in f["keys"]}
+    assert cut_short & set(slow), ledger["failures"]

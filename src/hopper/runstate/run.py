@@ -209,6 +209,11 @@ def _run(
             # record why, and leave nothing for the next run to resume.
             record.finish({"status": "failed", "error": str(exc)}, keep_active=False)
             raise
+        except BaseException:
+            # Aborted (a second Ctrl-C): what was recorded is written, and the run stays
+            # active, so that the next one resumes it after its checkpoint.
+            record.finish({"status": "incomplete", "stopped": "aborted"}, keep_active=True)
+            raise
         if summary.stopped:
             record.note(event="stopped", reason=summary.stopped)
         if incremental is not None:
