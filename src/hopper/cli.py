@@ -25,7 +25,8 @@ from hopper.config import (
 )
 from hopper.engine import RunHooks
 from hopper.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HopperError, LeaseHeld, StartFailure
-from hopper.summary import PlanSummary, RunSummary
+from hopper.items import NOT_DISPATCHED, WORKER_FAILED, Outcome
+from hopper.summary import KEYS_SHOWN, PlanSummary, RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,7 +126,8 @@ _CONFIG_KEYS = (
     "target", "mode", "start_after", "include", "exclude", "min_size", "max_size",
     "modified_after", "modified_before", "limit", "batch_size", "invocation_type", "payload",
     "region", "profile", "concurrency", "deadline", "timeout", "memory", "max_attempts",
-    "state", "incremental", "max_failures", "transport", "list_parallelism",
+    "state", "incremental", "max_failures", "transport", "list_parallelism", "results_queue",
+    "wait_for_workers",
 )  # fmt: skip
 
 
@@ -243,6 +245,18 @@ def cli(verbose: int) -> None:
     "--wait", is_flag=True, help="Wait for another run holding --state instead of exiting 3."
 )
 @click.option(
+    "--results-queue",
+    metavar="URL|ARN",
+    help="Track event invokes to the worker's own result: the SQS queue the worker's async "
+    "config sends OnSuccess and OnFailure records to (needs --state).",
+)
+@click.option(
+    "--wait-for-workers",
+    metavar="SECONDS",
+    help="After dispatch, wait this long for every tracked batch's outcome; the exit code "
+    "then counts the workers' failures and what is still pending.",
+)
+@click.option(
     "--schedule",
     metavar="EXPR",
     help="Keep running: start a run at each fire time (needs --state).",
@@ -259,29 +273,34 @@ def run(source: str, as_json: bool, wait: bool, schedule: str | None, **options:
         raise click.UsageError("missing --target (lambda:NAME, FILE.py:FUNC, ...)")
     if schedule is not None:
         return _scheduled(config, schedule, as_json)
-    summary = _run_once(config, wait=wait)
+    summary = _run_once(config, wait=wait, lines=not as_json)
     return _report_run(summary, as_json)
 
 
 def _run_once(
-    config: RunConfig, *, wait: bool = False, stop: Any = None, retry_of: str | None = None
+    config: RunConfig,
+    *,
+    wait: bool = False,
+    stop: Any = None,
+    retry_of: str | None = None,
+    lines: bool = True,
 ) -> RunSummary:
     """One run, through hopper.run; the first Ctrl-C stops it after the batches in flight
-    (`stop`, when a schedule already listens for Ctrl-C)."""
-    progress = _Progress() if _stderr_is_terminal() else None
+    (`stop`, when a schedule already listens for Ctrl-C). With `lines`, each result and
+    failure is printed on stdout as it arrives."""
+    watch = _Watch(progress=_stderr_is_terminal(), lines=lines)
     try:
         with _interruptible(stop) as interrupted:
             return runner.run(
                 config,
                 session=_session(config),
-                hooks=progress,
+                hooks=watch,
                 stop=interrupted,
                 wait=wait,
                 retry_of=retry_of,
             )
     finally:
-        if progress:
-            progress.stop()
+        watch.stop()
 
 
 def _report_run(summary: RunSummary, as_json: bool) -> int:
@@ -361,7 +380,7 @@ def _scheduled(config: RunConfig, expression: str, as_json: bool) -> int:
                 break
             anchor = due[0]
             try:
-                summary = _run_once(config, stop=stop)
+                summary = _run_once(config, stop=stop, lines=not as_json)
             except LeaseHeld as exc:
                 log.warning("skipped the tick at %s: %s", due[0].isoformat(), exc)
                 continue
@@ -410,23 +429,72 @@ def _state_options(func: F) -> F:
     )
 
 
+_NO_COLLECT = click.option(
+    "--no-collect",
+    is_flag=True,
+    help="Do not first collect the workers' outcomes waiting in the results queue.",
+)
+
+
+def _collect_first(store: Any, region: str | None, profile: str | None) -> None:
+    """Collect the outcomes tracked runs wait for, so what follows is current. A state with no
+    tracked run pending makes no AWS call."""
+    from hopper import aws
+    from hopper.runstate.tracking import collect_state
+
+    done = collect_state(
+        store,
+        session_for=lambda: aws.make_session(region=region, profile=profile),
+        budget=COLLECT_SECONDS,
+    )
+    if done.received:
+        click.echo(
+            f"hopper: collected {done.recorded} worker outcomes"
+            + (
+                f" ({done.orphaned + done.malformed} dropped)"
+                if done.orphaned + done.malformed
+                else ""
+            ),
+            err=True,
+        )
+
+
+# How long report, runs and collect drain results queues, at most.
+COLLECT_SECONDS = 20.0
+
+
 @cli.command()
 @_state_options
-def runs(state: str, region: str | None, profile: str | None, as_json: bool) -> int:
+@_NO_COLLECT
+def runs(
+    state: str, region: str | None, profile: str | None, as_json: bool, no_collect: bool
+) -> int:
     """List the runs recorded in --state, newest first."""
     from hopper.runstate.record import list_runs
 
-    found = list_runs(_store(state, region, profile))
+    store = _store(state, region, profile)
+    if not no_collect:
+        _collect_first(store, region, profile)
+    found = list_runs(store)
     if as_json:
         click.echo(json.dumps(found, indent=2, default=str))
         return 0
     if not found:
         click.echo("no runs")
     for run_ in found:
+        workers = ""
+        if run_.get("tracking") is not False and "processed" in run_:
+            workers = (
+                f"  processed {run_.get('processed', '-')}"
+                f"  worker failed {run_.get('worker_failed', '-')}"
+                + "".join(
+                    f"  {name} {run_[name]}" for name in ("pending", "lost") if run_.get(name)
+                )
+            )
         click.echo(
             f"{run_.get('run_id')}  {run_.get('started_at', '?')}  {run_.get('status', '?'):<11}"
             f"  dispatched {run_.get('dispatched', '-')}  failed {run_.get('failed', '-')}"
-            f"  not dispatched {run_.get('not_dispatched', '-')}"
+            f"  not dispatched {run_.get('not_dispatched', '-')}{workers}"
             + (f"  retry of {run_['retry_of']}" if run_.get("retry_of") else "")
         )
     return 0
@@ -435,11 +503,34 @@ def runs(state: str, region: str | None, profile: str | None, as_json: bool) -> 
 @cli.command()
 @click.argument("run_id")
 @_state_options
-def report(run_id: str, state: str, region: str | None, profile: str | None, as_json: bool) -> int:
-    """Show a run's counts and failures, from its ledger."""
+@_NO_COLLECT
+@click.option(
+    "--results",
+    "with_results",
+    is_flag=True,
+    help="Print every batch as a JSON line: its keys, fate, and result or error.",
+)
+def report(
+    run_id: str,
+    state: str,
+    region: str | None,
+    profile: str | None,
+    as_json: bool,
+    no_collect: bool,
+    with_results: bool,
+) -> int:
+    """Show a run's counts and failures, from its ledger and its workers' outcomes."""
     from hopper.runstate.record import report as build_report
+    from hopper.runstate.record import results
 
-    document = build_report(_store(state, region, profile), run_id)
+    store = _store(state, region, profile)
+    if not no_collect:
+        _collect_first(store, region, profile)
+    if with_results:
+        for line in results(store, run_id):
+            click.echo(json.dumps(line, default=str, ensure_ascii=False))
+        return 0
+    document = build_report(store, run_id)
     if as_json:
         click.echo(json.dumps(document, indent=2, default=str))
         return 0
@@ -457,8 +548,9 @@ def report(run_id: str, state: str, region: str | None, profile: str | None, as_
         ),
         ("failed", f"{ledger['items']['failed']} items in {ledger['batches']['failed']} batches"),
         ("not dispatched", f"{ledger['items']['not_dispatched']} items"),
-        ("cursor", str(document["cursor"])),
     ]
+    rows.extend(_worker_rows(document, bool(document["tracking"])))
+    rows.append(("cursor", str(document["cursor"])))
     if document["retry_of"]:
         rows.append(("retry of", document["retry_of"]))
     for event in document["events"]:
@@ -467,10 +559,62 @@ def report(run_id: str, state: str, region: str | None, profile: str | None, as_
         rows.append(
             (
                 "failure",
-                f"batch {failure['batch']} {failure['keys']}: {failure['error_type']}: {failure['error']}",
+                f"{failure['status']} batch {failure['batch']} {failure['keys']}: "
+                f"{failure['error_type']}: {failure['error']}",
+            )
+        )
+    if document["failures_omitted"]:
+        rows.append(
+            (
+                "failure",
+                f"+{document['failures_omitted']} more: "
+                f"hopper report {run_id} --state {state} --results",
             )
         )
     _print_rows(f"hopper report {run_id}", rows)
+    return 0
+
+
+@cli.command()
+@_state_options
+@click.option(
+    "--results-queue",
+    metavar="URL|ARN",
+    help="The queue to drain [default: those of the runs in --state still waiting].",
+)
+@click.option(
+    "--seconds",
+    default=COLLECT_SECONDS,
+    show_default=True,
+    type=float,
+    help="Drain for at most this long.",
+)
+def collect(
+    state: str,
+    region: str | None,
+    profile: str | None,
+    as_json: bool,
+    results_queue: str | None,
+    seconds: float,
+) -> int:
+    """Store the workers' outcomes waiting in the results queue in their runs' ledgers.
+
+    Each message is deleted once its outcome is stored; records of runs --state does not
+    know, and messages that are no destination record, are counted and deleted. Exit code 0,
+    1 when an AWS call failed, 2 on bad input.
+    """
+    from hopper import aws
+    from hopper.runstate.tracking import collect_state
+
+    if seconds <= 0:
+        raise click.UsageError(f"--seconds must be greater than 0, got {seconds:g}")
+    done = collect_state(
+        _store(state, region, profile),
+        session_for=lambda: aws.make_session(region=region, profile=profile),
+        queue=results_queue,
+        budget=seconds,
+    )
+    _print_mapping(done.to_dict(), as_json)
     return 0
 
 
@@ -498,7 +642,7 @@ def retry(
     config = RunConfig.from_mapping(
         {**options, "state": state, "region": region, "profile": profile}
     )
-    summary = _run_once(config, wait=wait, retry_of=run_id)
+    summary = _run_once(config, wait=wait, retry_of=run_id, lines=not as_json)
     return _report_run(summary, as_json)
 
 
@@ -739,20 +883,8 @@ def template() -> int:
 
 
 def _print_run(summary: RunSummary) -> None:
+    """The summary table; the results and failures were printed as they arrived."""
     c = summary.counts
-    for result in summary.results:
-        click.echo(f"{', '.join(result['keys'])}\t{json.dumps(result['result'], default=str)}")
-    for failure in summary.failures:
-        keys = ", ".join(failure["keys"])
-        more = (
-            f" (+{failure['items'] - len(failure['keys'])} more)"
-            if failure["items"] > len(failure["keys"])
-            else ""
-        )
-        click.echo(
-            f"{failure['status'].upper()} batch {failure['batch']} [{keys}{more}]: "
-            f"{failure['error_type']}: {failure['error']}"
-        )
     rows = [
         ("run", summary.run_id),
         ("status", summary.status),
@@ -765,8 +897,11 @@ def _print_run(summary: RunSummary) -> None:
         ("dispatched", f"{c.dispatched} items in {c.dispatched_batches} batches"),
         ("failed", f"{c.failed} items in {c.failed_batches} batches"),
         ("not dispatched", str(c.not_dispatched)),
-        ("duration", f"{summary.duration_s:.2f}s"),
     ]
+    rows.extend(_worker_rows(vars(c), summary.tracking))
+    if summary.segments > 1:
+        rows.append(("segments", f"{summary.segments} (the counts cover them all)"))
+    rows.append(("duration", f"{summary.duration_s:.2f}s"))
     if summary.stopped:
         rows.append(("stopped", summary.stopped))
     if summary.cursor is not None:
@@ -774,6 +909,37 @@ def _print_run(summary: RunSummary) -> None:
     for skip in summary.skipped:
         rows.append(("skipped", f"{skip['key']}: {skip['reason']}"))
     _print_rows(f"hopper run {summary.run_id}", rows)
+
+
+def _worker_rows(counts: dict[str, Any], tracking: bool) -> list[tuple[str, str]]:
+    """What the workers made of the dispatched items, as far as it is known."""
+    if not tracking:
+        return [("workers", "not tracked: event invokes report no outcome (--results-queue)")]
+    rows = [
+        ("processed", str(counts["processed"])),
+        ("worker failed", str(counts["worker_failed"])),
+    ]
+    for name in ("pending", "lost"):
+        if counts[name]:
+            rows.append((name, str(counts[name])))
+    return rows
+
+
+def _outcome_line(outcome: Outcome) -> str | None:
+    """One line for a result or a failure, keys first; None for what has neither."""
+    keys = ", ".join(outcome.batch.keys[:KEYS_SHOWN])
+    more = len(outcome.batch.items) - KEYS_SHOWN
+    if more > 0:
+        keys += f" (+{more} more)"
+    if outcome.failed or (outcome.status is NOT_DISPATCHED and outcome.error_type):
+        state = outcome.worker if outcome.worker is WORKER_FAILED else outcome.status
+        return (
+            f"{state.upper()} batch {outcome.batch.index} [{keys}]: "
+            f"{outcome.error_type}: {outcome.error}"
+        )
+    if outcome.result is None:
+        return None
+    return f"{keys}\t{json.dumps(outcome.result, default=str)}"
 
 
 def _print_plan(summary: PlanSummary) -> None:
@@ -838,35 +1004,48 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
         click.echo(f"  {name.ljust(width)}  {value}")
 
 
-class _Progress(RunHooks):
-    """A live line on stderr: counts so far. The total is unknown while the listing streams."""
+class _Watch(RunHooks):
+    """What the CLI shows while a run goes: each result and failure on stdout as it arrives
+    (`lines`), and a live line of counts on stderr when it is a terminal (`progress`)."""
 
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    def __init__(self, *, progress: bool, lines: bool) -> None:
+        self.lines = lines
+        self._progress: Any = None
+        if progress:
+            from rich.console import Console
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._task = self._progress.add_task("listing", total=None)
-        self._progress.start()
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._task = self._progress.add_task("listing", total=None)
+            self._progress.start()
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        if self.lines:
+            line = _outcome_line(outcome)
+            if line is not None:
+                click.echo(line)
 
     def on_progress(self, summary: RunSummary) -> None:
+        if self._progress is None:
+            return
         c = summary.counts
         self._progress.update(
             self._task,
             description=(
                 f"listed {c.listed}  selected {c.selected}  dispatched {c.dispatched}  "
-                f"failed {c.failed}"
+                f"failed {c.failed + c.worker_failed}"
             ),
         )
 
     def stop(self) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
 
 
 # ----------------------------------------------------------------------------------- main

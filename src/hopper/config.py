@@ -67,6 +67,11 @@ class RunConfig:
     transport: str = "auto"
     # S3 pages listed at once for a large listing; 1 lists one page after another.
     list_parallelism: int = DEFAULT_LIST_PARALLELISM
+    # The SQS queue (URL or ARN) the worker's async config sends both outcomes to: event
+    # invokes are then tracked to the worker's own result (hopper.runstate.outcomes).
+    results_queue: str | None = None
+    # After dispatch, wait up to this many seconds for every tracked batch's outcome.
+    wait_for_workers: float | None = None
 
     def __post_init__(self) -> None:
         if not self.source or not self.source.strip():
@@ -132,6 +137,27 @@ class RunConfig:
             raise InvalidInput(f"payload may not set {', '.join(clash)}: hopper fills these fields")
         if self.incremental and not self.state:
             raise InvalidInput("--incremental needs --state: the state remembers what was sent")
+        if self.results_queue is not None:
+            if not self.results_queue.strip():
+                raise InvalidInput("--results-queue is empty: give the queue's URL or ARN")
+            if not self.state:
+                raise InvalidInput(
+                    "--results-queue needs --state: the workers' outcomes are kept there"
+                )
+            if self.is_local_target or self.invocation_type != "event":
+                raise InvalidInput(
+                    "--results-queue tracks event invokes of a Lambda worker; local and "
+                    "request-response runs know each outcome at once"
+                )
+        if self.wait_for_workers is not None:
+            if self.wait_for_workers < 0:
+                raise InvalidInput(
+                    f"--wait-for-workers must be 0 or more seconds, got {self.wait_for_workers}"
+                )
+            if self.results_queue is None:
+                raise InvalidInput(
+                    "--wait-for-workers needs --results-queue: that is where the outcomes arrive"
+                )
         if self.max_failures is not None:
             parse_threshold(self.max_failures)
         for pattern in (*self.include, *self.exclude):
@@ -206,7 +232,7 @@ def _flag(name: str) -> str:
 
 _INT_FIELDS = {"limit", "batch_size", "concurrency", "memory", "max_attempts", "list_parallelism"}
 _SIZE_FIELDS = {"min_size", "max_size"}
-_FLOAT_FIELDS = {"deadline", "timeout"}
+_FLOAT_FIELDS = {"deadline", "timeout", "wait_for_workers"}
 _DATE_FIELDS = {"modified_after", "modified_before"}
 _TUPLE_FIELDS = {"include", "exclude"}
 

@@ -187,19 +187,13 @@ def unstarted(batch: Batch) -> Outcome:
 
 
 def answered(batch: Batch, attempt: int, answer: InvokeResult) -> Outcome:
-    if answer.ok:
-        return Outcome(
-            batch,
-            DISPATCHED,
-            attempt,
-            request_id=answer.request_id,
-            result=answer.result,
-        )
     return Outcome(
         batch,
-        FAILED,
+        DISPATCHED if answer.ok else FAILED,
         attempt,
         request_id=answer.request_id,
+        result=answer.result,
         error_type=answer.error_type,
         error=answer.error,
+        worker=answer.worker,
     )

@@ -6,6 +6,7 @@ No I/O of its own: the source, the target and the hooks do it. What a caller add
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import secrets
 import threading
@@ -21,7 +22,7 @@ from hopper.dispatch_loop import LoopDispatcher
 from hopper.dispatch_threads import ThreadDispatcher
 from hopper.errors import InvalidInput
 from hopper.event import EventRecipe
-from hopper.items import INTERRUPTED, Batch, Item, Outcome, Skipped, Stop
+from hopper.items import DISPATCHED, INTERRUPTED, PENDING, Batch, Item, Outcome, Skipped, Stop
 from hopper.retry import RetryPolicy
 from hopper.selection import Selector
 from hopper.sources import STATE_PREFIX, Source, parse_source
@@ -228,7 +229,12 @@ def run(
         if counts.selected % 100 == 0:
             hooks.on_progress(summary)
 
+    tracked = config.results_queue is not None
+
     def settled(outcome: Outcome) -> None:
+        if tracked and outcome.worker is None and outcome.status is DISPATCHED:
+            # The worker's destination record will tell how it went.
+            outcome = dataclasses.replace(outcome, worker=PENDING)
         summary.record(outcome)
         threshold.add(outcome)
         # The outcome is reported before the cursor may pass it: a ledger written from

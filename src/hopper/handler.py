@@ -123,7 +123,9 @@ def _budget(context: Any, environ: Mapping[str, str]) -> float:
 
 
 def emf_line(summary: RunSummary, function_name: str) -> str:
-    """One CloudWatch Embedded Metric Format record: items dispatched and failed."""
+    """One CloudWatch Embedded Metric Format record: items dispatched and failed by this
+    invocation (a run's last hop counts its own, not the whole run's)."""
+    counts = summary.segment or summary.counts
     return json.dumps(
         {
             "_aws": {
@@ -141,8 +143,8 @@ def emf_line(summary: RunSummary, function_name: str) -> str:
             },
             "FunctionName": function_name,
             "RunId": summary.run_id,
-            "ItemsDispatched": summary.counts.dispatched,
-            "ItemsFailed": summary.counts.failed,
+            "ItemsDispatched": counts.dispatched,
+            "ItemsFailed": counts.failed,
         }
     )
 

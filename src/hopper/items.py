@@ -80,16 +80,35 @@ class BatchStatus(StrEnum):
     NOT_DISPATCHED = "not_dispatched"
 
 
+class WorkerStatus(StrEnum):
+    """What the worker made of a dispatched batch, as far as hopper knows."""
+
+    # The worker succeeded.
+    PROCESSED = "processed"
+    # The worker raised or timed out (after Lambda's own retries, for an event invoke).
+    WORKER_FAILED = "worker_failed"
+    # Sent asynchronously; no record of the worker's outcome has arrived yet.
+    PENDING = "pending"
+    # No record arrived by the time one must have (hopper.runstate.outcomes.lost_after).
+    LOST = "lost"
+
+
 # The members as plain names: looking a member up on its Enum class is a descriptor call, about
 # 70 ns, and these are read several times per batch.
 DISPATCHED = BatchStatus.DISPATCHED
 FAILED = BatchStatus.FAILED
 NOT_DISPATCHED = BatchStatus.NOT_DISPATCHED
+PROCESSED = WorkerStatus.PROCESSED
+WORKER_FAILED = WorkerStatus.WORKER_FAILED
+PENDING = WorkerStatus.PENDING
+LOST = WorkerStatus.LOST
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to one batch."""
+    """What happened to one batch: how dispatch ended (`status`) and, for a dispatched batch,
+    what the worker made of it (`worker`: None when nobody will know, an untracked event
+    invoke). `error_type` and `error` are dispatch's error, or the worker's."""
 
     batch: Batch
     status: BatchStatus
@@ -98,6 +117,12 @@ class Outcome:
     result: Any = None
     error_type: str | None = None
     error: str | None = None
+    worker: WorkerStatus | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Dispatch failed, or the worker did: what --max-failures counts."""
+        return self.status is FAILED or self.worker is WORKER_FAILED
 
     @property
     def settled(self) -> bool:

@@ -24,6 +24,7 @@ from hopper.errors import (
     is_retryable,
     translate,
 )
+from hopper.items import PROCESSED, WORKER_FAILED
 from hopper.target import Answer, InvokeResult
 from hopper.wire import transport
 
@@ -163,15 +164,22 @@ class LambdaTarget:
         if function_error:
             message, kind = _function_error(raw)
             return InvokeResult(
-                ok=False, request_id=request_id, error_type=kind or function_error, error=message
+                ok=True,
+                request_id=request_id,
+                error_type=kind or function_error,
+                error=message,
+                worker=WORKER_FAILED,
             )
+        if not self.synchronous:
+            # Accepted: the worker runs later, and only a destination record tells how it went.
+            return InvokeResult(ok=True, request_id=request_id)
         result: Any = None
-        if self.synchronous and raw:
+        if raw:
             try:
                 result = json.loads(raw)
             except ValueError:
                 result = raw.decode("utf-8", "replace")
-        return InvokeResult(ok=True, request_id=request_id, result=result)
+        return InvokeResult(ok=True, request_id=request_id, result=result, worker=PROCESSED)
 
     def _invoke_boto3(self, payload: bytes) -> tuple[str | None, str | None, bytes]:
         response = self._client.invoke(

@@ -25,7 +25,7 @@ from typing import Any
 
 from hopper.errors import Interrupted, WorkerLoadError
 from hopper.event import EventRecipe, dumps, task_row
-from hopper.items import Batch
+from hopper.items import PROCESSED, WORKER_FAILED, Batch
 from hopper.localworker import WorkerSpec
 from hopper.target import InvokeResult
 
@@ -306,29 +306,33 @@ class LocalTarget:
         if frame[:1] == b"o":
             # str, not bytes: json.loads(bytes) first guesses the encoding, in Python.
             result = _decode(frame[1:].decode("utf-8"))
-            return InvokeResult(ok=True, request_id=request_id, result=result)
+            return InvokeResult(ok=True, request_id=request_id, result=result, worker=PROCESSED)
         kind, text, trace = json.loads(frame[1:])
         if trace:
             log.debug("worker %s raised:\n%s", self.name, trace)
-        return InvokeResult(ok=False, request_id=request_id, error_type=kind, error=text)
+        return InvokeResult(
+            ok=True, request_id=request_id, error_type=kind, error=text, worker=WORKER_FAILED
+        )
 
     def _lost(self, process: _Process, request_id: str) -> InvokeResult:
         if process.timed_out:
             self._discard(process)
             return InvokeResult(
-                ok=False,
+                ok=True,
                 request_id=request_id,
                 error_type="Timeout",
                 error=f"Task timed out after {self.spec.timeout:g} seconds",
+                worker=WORKER_FAILED,
             )
         # The socket closes as the process dies; wait for it to be reaped to know its code.
         code = process.reap(5)
         self._discard(process)
         return InvokeResult(
-            ok=False,
+            ok=True,
             request_id=request_id,
             error_type="Runtime.ExitError",
             error=f"worker process exited (exit code {code})",
+            worker=WORKER_FAILED,
         )
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -12,6 +13,9 @@ from hopper.items import (
     DEADLINE_REACHED,
     DISPATCHED,
     FAILED,
+    PENDING,
+    PROCESSED,
+    WORKER_FAILED,
     Outcome,
     Skipped,
     Stop,
@@ -45,15 +49,22 @@ class Counts:
     failed: int = 0
     failed_batches: int = 0
     not_dispatched: int = 0
+    # What the workers made of the dispatched items, as far as is known (see `tracking`).
+    processed: int = 0
+    worker_failed: int = 0
+    pending: int = 0
+    lost: int = 0
 
 
 class RunStatus(StrEnum):
     RUNNING = "running"
-    # Every selected item was dispatched and the listing is done.
+    # Every selected item was dispatched, no worker is known to have failed, and the listing
+    # is done. Items still pending do not stop a run from succeeding.
     SUCCEEDED = "succeeded"
     # Stopped early (deadline, Ctrl-C) with nothing failed: to be resumed from the cursor.
     INCOMPLETE = "incomplete"
-    # Something failed, or was left unsent for a reason other than a deadline or Ctrl-C.
+    # Something failed (dispatch or a worker), was lost, or was left unsent for a reason other
+    # than a deadline or Ctrl-C.
     FAILED = "failed"
 
 
@@ -74,6 +85,19 @@ class RunSummary:
     cursor: str | None = None
     error: str | None = None
     stop: Stop | None = None
+    # False once an item was dispatched whose worker outcome nobody will learn (an event invoke
+    # without a results queue): `processed` and `pending` then do not cover every item.
+    tracking: bool = True
+    # How many failures and results the lists above left out (the ledger keeps them all).
+    failures_omitted: int = 0
+    results_omitted: int = 0
+    # Runs with state: how many segments the run id has had (resumed, continued by Lambda);
+    # the item counts then cover them all, as the ledger does.
+    segments: int = 1
+    # --wait-for-workers: the run waited, so the batches still pending fail it.
+    waited: bool = False
+    # This segment's own counts, when adopt() replaced `counts` with the whole run's.
+    segment: Counts | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,7 +105,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.ok:
+        if self.ok and not (self.waited and self.counts.pending):
             return EXIT_OK
         if self.stop is not None and self.stop.reason is StopReason.INTERRUPTED:
             return EXIT_INTERRUPTED
@@ -116,12 +140,12 @@ class RunSummary:
         if deadline_reached and stop is None:
             stop = DEADLINE_REACHED
         self.stop = stop
-        clean = counts.failed == 0 and counts.not_dispatched == 0
-        if clean and exhausted and self.error is None:
+        failed = counts.failed + counts.worker_failed + counts.lost
+        if failed == 0 and counts.not_dispatched == 0 and exhausted and self.error is None:
             self.status = RunStatus.SUCCEEDED
         elif (
             self.error is None
-            and counts.failed == 0
+            and failed == 0
             and stop is not None
             and stop.reason in (StopReason.DEADLINE, StopReason.INTERRUPTED)
         ):
@@ -137,37 +161,76 @@ class RunSummary:
         if len(self.skipped) < SHOW:
             self.skipped.append({"key": skip.key, "reason": skip.reason})
 
+    def adopt(self, report: dict[str, Any]) -> None:
+        """Take the item counts and failures of the whole run from its ledger (a
+        runstate.record report): earlier segments, and workers' outcomes that came later."""
+        counts = self.counts
+        self.segment = dataclasses.replace(counts)
+        for name in (
+            "dispatched", "failed", "not_dispatched", "processed", "worker_failed", "pending",
+            "lost",
+        ):  # fmt: skip
+            setattr(counts, name, int(report[name]))
+        self.failures = list(report["failures"][:SHOW])
+        self.failures_omitted = (
+            len(report["failures"]) - len(self.failures) + int(report.get("failures_omitted", 0))
+        )
+        failed = counts.failed + counts.worker_failed + counts.lost
+        if (self.status is RunStatus.SUCCEEDED and (failed or counts.not_dispatched)) or (
+            self.status is RunStatus.INCOMPLETE and failed
+        ):
+            self.status = RunStatus.FAILED
+
     def record(self, outcome: Outcome) -> None:
         size = len(outcome.batch.items)
         counts = self.counts
         if outcome.status is DISPATCHED:
             counts.dispatched += size
             counts.dispatched_batches += 1
-            if outcome.result is not None and len(self.results) < SHOW:
-                self.results.append(
-                    {
-                        "batch": outcome.batch.index,
-                        "keys": _shown(outcome),
-                        "result": outcome.result,
-                    }
-                )
+            worker = outcome.worker
+            if worker is PROCESSED:
+                counts.processed += size
+            elif worker is PENDING:
+                counts.pending += size
+            elif worker is None:
+                self.tracking = False
+            if worker is WORKER_FAILED:
+                counts.worker_failed += size
+                self._failure(outcome, WORKER_FAILED)
+            elif outcome.result is not None:
+                if len(self.results) < SHOW:
+                    self.results.append(
+                        {
+                            "batch": outcome.batch.index,
+                            "keys": _shown(outcome),
+                            "result": outcome.result,
+                        }
+                    )
+                else:
+                    self.results_omitted += 1
             return
         if outcome.status is FAILED:
             counts.failed += size
             counts.failed_batches += 1
-        if len(self.failures) < SHOW:
-            self.failures.append(
-                {
-                    "batch": outcome.batch.index,
-                    "status": outcome.status,
-                    "keys": _shown(outcome),
-                    "items": size,
-                    "attempts": outcome.attempts,
-                    "error_type": outcome.error_type,
-                    "error": outcome.error,
-                    "request_id": outcome.request_id,
-                }
-            )
+        self._failure(outcome, outcome.status)
+
+    def _failure(self, outcome: Outcome, state: str) -> None:
+        if len(self.failures) >= SHOW:
+            self.failures_omitted += 1
+            return
+        size = len(outcome.batch.items)
+        self.failures.append(
+            {
+                "batch": outcome.batch.index,
+                "status": state,
+                "keys": _shown(outcome),
+                "items": size,
+                "attempts": outcome.attempts,
+                "error_type": outcome.error_type,
+                "error": outcome.error,
+                "request_id": outcome.request_id,
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -179,12 +242,16 @@ class RunSummary:
             "status": self.status,
             "duration_s": self.duration_s,
             "failures": self.failures,
+            "failures_omitted": self.failures_omitted,
             "results": self.results,
+            "results_omitted": self.results_omitted,
             "skipped": self.skipped,
             "listing_complete": self.listing_complete,
             "cursor": self.cursor,
             "error": self.error,
             "stopped": self.stopped,
+            "tracking": self.tracking,
+            "segments": self.segments,
         }
         # The counts come last; their `skipped` count takes the place of the list's key.
         data.update(asdict(self.counts))

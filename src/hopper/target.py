@@ -3,8 +3,10 @@ a target may add, each a protocol that dispatch checks for.
 
 Every target takes one encoded event at a time: `invoke(payload) -> InvokeResult`. It raises
 TransientError for what may succeed when repeated, another HopperError for what stops the run
-(no such function, access denied), and returns a failed InvokeResult for what failed this batch
-only (the worker raised, the payload was refused).
+(no such function, access denied), and returns an InvokeResult otherwise: `ok=False` when the
+call failed for this batch only (the payload was refused); `ok=True` when the worker got it,
+with `worker` saying what it made of it when that is known at once (local workers, synchronous
+invokes) and None when it is not (an event invoke).
 
 The abilities:
 - `Multiplexing`: many invokes in flight from one thread over one set of connections (Lambda
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hopper.event import EventRecipe
-from hopper.items import Batch
+from hopper.items import Batch, WorkerStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class InvokeResult:
     result: Any = None
     error_type: str | None = None
     error: str | None = None
+    worker: WorkerStatus | None = None
 
 
 class Target(Protocol):

@@ -1,9 +1,10 @@
-"""--max-failures: stop a run once more than N items, or more than P% of them, failed."""
+"""--max-failures: stop a run once more than N items, or more than P% of them, failed: their
+dispatch failed, or their worker did (as far as that is known when the batch settles)."""
 
 from __future__ import annotations
 
 from hopper.errors import InvalidInput
-from hopper.items import FAILED, NOT_DISPATCHED, Outcome, Stop, StopReason
+from hopper.items import NOT_DISPATCHED, Outcome, Stop, StopReason
 
 # A percentage threshold is judged once this many items have settled, not on the first one.
 PERCENT_SAMPLE = 20
@@ -51,7 +52,7 @@ class Threshold:
             return
         size = len(outcome.batch.items)
         self.settled += size
-        if outcome.status is FAILED:
+        if outcome.failed:
             self.failed += size
 
     def crossed(self) -> Stop | None:

@@ -364,7 +364,8 @@ def test_max_failures_stops_a_local_run_without_state(tmp_path: Path, threshold:
     # One at a time: the run stopped at the failure that crossed the threshold, and the
     # worker ran exactly that often (a count above 1; a share above 20% once 20 have settled).
     crossed_at = 2 if threshold == "1" else 20
-    assert doc["failed"] == crossed_at == len(list(calls.iterdir()))
+    assert doc["worker_failed"] == crossed_at == len(list(calls.iterdir()))
+    assert doc["failed"] == 0
     # What batching had read ahead is reported, not sent; the rest was never even selected.
     assert doc["not_dispatched"] == doc["selected"] - crossed_at
     assert crossed_at < doc["selected"] < 30

@@ -167,7 +167,10 @@ def test_a_raising_worker_fails_its_batch_with_type_and_message(tmp_path: Path) 
     )
     summary = run(RunConfig(source=str(tmp_path / "data"), target=f"{worker}:handler"))
     assert summary.status == "failed" and summary.exit_code == 1
-    assert summary.counts.dispatched == 2 and summary.counts.failed == 1
+    # The call went out, and the worker raised: a worker failure, not a failed dispatch.
+    assert summary.counts.dispatched == 3 and summary.counts.failed == 0
+    assert summary.counts.processed == 2 and summary.counts.worker_failed == 1
+    assert summary.failures[0]["status"] == "worker_failed"
     assert summary.failures[0]["keys"] == ["bad.txt"]
     assert summary.failures[0]["error_type"] == "ValueError"
     assert summary.failures[0]["error"] == "cannot parse bad.txt"
@@ -192,9 +195,10 @@ def test_the_timeout_is_enforced_per_invocation(tmp_path: Path) -> None:
         )
     )
     assert summary.duration_s < 30
-    assert summary.counts.failed == 1 and summary.counts.dispatched == 3
+    assert summary.counts.worker_failed == 1 and summary.counts.processed == 3
+    assert summary.counts.failed == 0 and summary.counts.dispatched == 4
     failure = summary.failures[0]
-    assert failure["keys"] == ["slow.txt"]
+    assert failure["keys"] == ["slow.txt"] and failure["status"] == "worker_failed"
     assert failure["error_type"] == "Timeout"
     assert "timed out after 1 seconds" in failure["error"]
 
@@ -215,7 +219,7 @@ def test_a_worker_that_kills_its_process_fails_only_its_batch(tmp_path: Path) ->
     summary = run(
         RunConfig(source=str(tmp_path / "data"), target=f"{worker}:handler", concurrency=1)
     )
-    assert summary.counts.dispatched == 2
+    assert summary.counts.processed == 2 and summary.counts.worker_failed == 1
     assert summary.failures[0]["error"] == "worker process exited (exit code 3)"
 
 

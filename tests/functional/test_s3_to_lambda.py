@@ -168,8 +168,11 @@ def test_a_worker_function_error_fails_its_batch_with_the_message(
         session=moto_session,
     )
     assert summary.status == "failed"
-    assert summary.counts.failed == 1 and summary.counts.dispatched == 4
+    # Lambda ran the worker, which raised: a worker failure, not a failed dispatch.
+    assert summary.counts.worker_failed == 1 and summary.counts.processed == 4
+    assert summary.counts.failed == 0 and summary.counts.dispatched == 5
     failure = summary.failures[0]
+    assert failure["status"] == "worker_failed"
     assert failure["keys"] == ["datasets/03/part-00003.csv"]
     assert failure["error_type"] == "ValueError"
     assert failure["error"] == "row 7: bad date"
@@ -275,9 +278,11 @@ def test_max_failures_stops_a_lambda_run_without_state(
     assert summary.status == "failed" and summary.exit_code == 1
     # One invoke at a time: the fourth failure crossed the threshold and nothing more was sent.
     assert len(calls) == 4
-    assert summary.counts.failed == 4
+    assert summary.counts.worker_failed == 4 and summary.counts.failed == 0
     # What the plan had read ahead is reported, not sent; the rest was never even selected.
     assert summary.counts.not_dispatched == summary.counts.selected - 4
     assert 4 < summary.counts.selected < len(keys)
-    assert {f["error_type"] for f in summary.failures if f["status"] == "failed"} == {"ValueError"}
+    assert {f["error_type"] for f in summary.failures if f["status"] == "worker_failed"} == {
+        "ValueError"
+    }
     assert summary.cursor is not None

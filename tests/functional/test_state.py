@@ -20,7 +20,7 @@ import pytest
 from hopper import RunConfig
 from hopper.errors import LeaseHeld
 from hopper.runstate.lease import Lease
-from hopper.runstate.record import INCREMENTAL_KEY, list_runs, report
+from hopper.runstate.record import list_runs, report
 from hopper.runstate.run import run_with_state
 from hopper.runstate.store import open_store
 
@@ -130,10 +130,16 @@ def test_report_and_runs(world: World) -> None:
     store = open_store(world.state)
     [listed] = list_runs(store)
     assert listed["run_id"] == summary.run_id and listed["status"] == "failed"
-    assert (listed["dispatched"], listed["failed"]) == (10, 2)
+    assert (listed["dispatched"], listed["failed"]) == (12, 0)
+    assert (listed["processed"], listed["worker_failed"]) == (10, 2)
     document = report(store, summary.run_id)
-    assert document["ledger"]["items"] == {"dispatched": 10, "failed": 2, "not_dispatched": 0}
-    assert (document["dispatched"], document["failed"], document["not_dispatched"]) == (10, 2, 0)
+    assert document["ledger"]["items"] == {
+        "dispatched": 12, "failed": 0, "not_dispatched": 0,
+        "processed": 10, "worker_failed": 2, "pending": 0, "lost": 0,
+    }  # fmt: skip
+    assert (document["dispatched"], document["failed"], document["not_dispatched"]) == (12, 0, 0)
+    assert (document["processed"], document["worker_failed"]) == (10, 2)
+    assert {f["status"] for f in document["failures"]} == {"worker_failed"}
     assert sorted(f["keys"][0] for f in document["failures"]) == ["f03.txt", "f07.txt"]
     assert {f["error"] for f in document["failures"]} == {
         "cannot process f03.txt",
@@ -149,7 +155,7 @@ def test_retry_dispatches_only_what_failed(world: World) -> None:
     world.files(names)
     world.failing("f03.txt", "f07.txt", "f10.txt")
     first = run_with_state(world.config())
-    assert first.counts.failed == 3
+    assert first.counts.worker_failed == 3
     world.clear_markers()
     world.failing()
     second = run_with_state(world.config(), retry_of=first.run_id)
@@ -193,10 +199,12 @@ def test_incremental_sends_only_new_and_changed(world: World) -> None:
     third = run_with_state(config)
     assert world.markers() == Counter(["aa.txt", "b.txt", "z.txt"])
     assert third.counts.unchanged == 2
-    lines = [json.loads(line) for line in open_store(world.state).lines(INCREMENTAL_KEY)]
+    store = open_store(world.state)
+    [job] = list(store.keys("incremental/"))
+    lines = [json.loads(line) for line in store.lines(job)]
     assert [entry["k"] for entry in lines] == ["a.txt", "aa.txt", "b.txt", "d/e.txt", "z.txt"]
     world.clear_markers()
-    # A failed item is sent again next time, even though it did not change.
+    # An item whose worker failed is sent again next time, even though it did not change.
     (world.data / "a.txt").write_text("a changed")
     world.failing("a.txt")
     run_with_state(config)

@@ -29,7 +29,7 @@ LAYERS: list[list[str]] = [
     ["engine"],
     ["runstate.store"],
     ["runstate.record"],
-    ["runstate.lease", "runstate.incremental"],
+    ["runstate.lease", "runstate.incremental", "runstate.tracking"],
     ["runstate.run"],
     ["runner"],
     ["handler", "deploy"],

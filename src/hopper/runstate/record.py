@@ -4,15 +4,17 @@ Layout under the state location:
 
     lease.json                      who runs now, and until when (hopper.runstate.lease)
     active.json                     the run in progress: a crashed one is resumed from here
-    incremental.jsonl               sorted {"k": key, "e": etag} of the last successful dispatches
+    incremental/JOB.jsonl           per job: sorted {"k": key, "e": etag} of what its workers
+                                    did (runstate.incremental)
     runs/RUN_ID/summary.json        the run's configuration, status and counts
     runs/RUN_ID/checkpoint.json     the cursor: every batch up to it has settled
     runs/RUN_ID/ledger              the log of batch outcomes, one line each (a store's Log:
                                     ledger.jsonl in a folder, ledger/NNNNNN.jsonl parts on S3)
+    runs/RUN_ID/outcomes/*.jsonl    the workers' destination records, as collected
 
 Everything else reads and writes these through the functions here: load_run, run_cursor,
-active_run, ledger_lines, list_runs, report, unsettled_items, and RunRecord for a run in
-progress.
+active_run, ledger_lines, list_runs, report, results, unsettled_items, add_worker_records,
+worker_records, and RunRecord for a run in progress.
 """
 
 from __future__ import annotations
@@ -20,19 +22,38 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from hopper.config import RunConfig
 from hopper.errors import InvalidInput
-from hopper.items import DISPATCHED, Item, Outcome
+from hopper.event import idempotency_key
+from hopper.items import (
+    DISPATCHED,
+    FAILED,
+    LOST,
+    NOT_DISPATCHED,
+    PENDING,
+    PROCESSED,
+    WORKER_FAILED,
+    Item,
+    Outcome,
+)
 from hopper.runstate.store import Log, Store
 
 LEASE_KEY = "lease.json"
 ACTIVE_KEY = "active.json"
-INCREMENTAL_KEY = "incremental.jsonl"
+# Before incremental state was kept per job, one file held it, for objects runs.
+LEGACY_INCREMENTAL_KEY = "incremental.jsonl"
 RUNS = "runs/"
+# A worker result larger than this is cut in the ledger (and marked so).
+RESULT_LIMIT = 256 * 1024
+# How many failures a report lists (the rest are counted), and keys of each.
+FAILURES_SHOWN = 50
+KEYS_SHOWN = 5
 
 
 def _run_key(run_id: str, name: str) -> str:
@@ -43,6 +64,27 @@ def _run_key(run_id: str, name: str) -> str:
 _IDENTITY = ("source", "target", "mode", "include", "exclude", "min_size", "max_size",
              "modified_after", "modified_before", "batch_size", "invocation_type", "payload",
              "incremental")  # fmt: skip
+
+
+# What makes two runs one job for the incremental state: not how they batch or send.
+_INCREMENTAL_IDENTITY = ("source", "mode", "target", "include", "exclude", "min_size", "max_size",
+                         "modified_after", "modified_before")  # fmt: skip
+
+
+def incremental_keys(store: Store, config: RunConfig) -> tuple[str, str]:
+    """Where the job's incremental state is written, and where it is read from: the same, but
+    for an objects job without one yet, whose state may still be in the file that held it
+    before it was kept per job."""
+    document = config_document(config)
+    identity = {key: document.get(key) for key in _INCREMENTAL_IDENTITY}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    key = f"incremental/{digest}.jsonl"
+    legacy = (
+        config.mode == "objects"
+        and store.get(key) is None
+        and store.get(LEGACY_INCREMENTAL_KEY) is not None
+    )
+    return key, LEGACY_INCREMENTAL_KEY if legacy else key
 
 
 def config_document(config: RunConfig) -> dict[str, Any]:
@@ -105,17 +147,22 @@ class RunRecord:
         self._ledger = self.store.log(_run_key(self.run_id, "ledger"))
 
     def record(self, outcome: Outcome) -> None:
-        self._line(
-            {
-                "batch": outcome.batch.index,
-                "status": outcome.status,
-                "attempts": outcome.attempts,
-                "request_id": outcome.request_id,
-                "error_type": outcome.error_type,
-                "error": outcome.error,
-                "items": [item.to_event() for item in outcome.batch.items],
-            }
-        )
+        line = {
+            "batch": outcome.batch.index,
+            "status": outcome.status,
+            "worker": outcome.worker,
+            "attempts": outcome.attempts,
+            "request_id": outcome.request_id,
+            "error_type": outcome.error_type,
+            "error": outcome.error,
+            # Matches a destination record to this batch: its event carried the same key.
+            "key": idempotency_key(self.run_id, outcome.batch),
+            "at": round(time.time(), 3),
+            "items": [item.to_event() for item in outcome.batch.items],
+        }
+        if outcome.result is not None:
+            line.update(kept_result(outcome.result))
+        self._line(line)
 
     def note(self, **event: Any) -> None:
         """A line that is not a batch outcome: why the run stopped, when it resumed."""
@@ -151,6 +198,16 @@ class RunRecord:
         self.store.put(self._summary_key, _json(document))
         if not keep_active:
             self.store.delete(ACTIVE_KEY)
+
+
+def kept_result(result: Any) -> dict[str, Any]:
+    """A worker's result as the ledger keeps it: whole up to RESULT_LIMIT bytes of JSON; past
+    that, the first RESULT_LIMIT bytes as text, and `result_cut` with the whole size."""
+    encoded = json.dumps(result, default=str, ensure_ascii=False).encode("utf-8")
+    if len(encoded) <= RESULT_LIMIT:
+        return {"result": result}
+    head = encoded[:RESULT_LIMIT].decode("utf-8", "ignore")
+    return {"result": head, "result_cut": len(encoded)}
 
 
 def _read_json(store: Store, key: str) -> Any:
@@ -191,33 +248,158 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: str(r.get("started_at", "")), reverse=True)
 
 
-def report(store: Store, run_id: str) -> dict[str, Any]:
-    """Counts and failures of a run, recomputed from its ledger (the record of truth)."""
+# ------------------------------------------------------------------ what the workers did
+
+
+def add_worker_records(store: Store, run_id: str, records: list[dict[str, Any]]) -> None:
+    """Keep destination records of one run: one object per call, under a name no other
+    writer takes, so that collectors never need the run's lease. Durable when this returns."""
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+    store.put(_run_key(run_id, f"outcomes/{name}"), b"".join(_json(r) + b"\n" for r in records))
+
+
+def worker_records(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    """The record that counts for each batch key: the same record twice counts once, and a
+    success wins over a failure (Lambda retried the batch, and the retry succeeded)."""
+    best: dict[str, dict[str, Any]] = {}
+    for raw in store.log_lines(_run_key(run_id, "outcomes")):
+        record = json.loads(raw)
+        held = best.get(record["key"])
+        if held is None or (held["worker"] != PROCESSED and record["worker"] == PROCESSED):
+            best[record["key"]] = record
+    return best
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One batch line of a ledger, as it stands now: `items` are those no later segment of the
+    run sent again, `state` is the batch's fate (a BatchStatus, or for a dispatched batch its
+    WorkerStatus when known), and `record` the destination record that told it, if any."""
+
+    line: dict[str, Any]
+    items: list[dict[str, Any]]
+    state: str
+    record: dict[str, Any] | None
+
+
+# A batch's fate, when dispatch alone cannot know it: an event invoke nobody tracks.
+UNKNOWN = "dispatched"
+# The fates that retry sends again.
+UNSETTLED = frozenset({FAILED, NOT_DISPATCHED, WORKER_FAILED, LOST})
+
+
+def batch_lines(
+    store: Store, run_id: str, *, document: dict[str, Any] | None = None, now: float | None = None
+) -> Iterator[BatchLine | dict[str, Any]]:
+    """The ledger's lines in order: notes as they are, batch lines as BatchLines.
+
+    A run resumed (or continued by the Lambda handler) from cursor C sends every item after C
+    again, so what an earlier segment recorded past C is superseded: its items are left out
+    here. The ledger is read twice, streaming: once for the segments' cursors, once for the
+    lines. Pending batches past their lost_after (the run's tracking) are lost.
+    """
+    cursors = [
+        "" if line.get("cursor") is None else str(line["cursor"])
+        for line in ledger_lines(store, run_id)
+        if line.get("event") in ("resumed", "continued")
+    ]
+    # limits[i]: the smallest cursor of the segments after the i-th one; its items beyond it
+    # were sent again ("" supersedes everything; None: nothing after).
+    limits: list[str | None] = [None] * (len(cursors) + 1)
+    for i in range(len(cursors) - 1, -1, -1):
+        later = limits[i + 1]
+        limits[i] = cursors[i] if later is None else min(cursors[i], later)
+    document = document if document is not None else load_run(store, run_id) or {}
+    tracked_by = document.get("tracked_by") or {}
+    lost_after = tracked_by.get("lost_after")
+    now = time.time() if now is None else now
+    records = worker_records(store, run_id) if tracked_by else {}
+    segment = 0
+    for line in ledger_lines(store, run_id):
+        if "event" in line:
+            if line["event"] in ("resumed", "continued"):
+                segment += 1
+            yield line
+            continue
+        limit = limits[segment]
+        items = line["items"]
+        if limit is not None:
+            items = [item for item in items if item["key"] <= limit]
+            if not items:
+                continue
+        state, record = _fate(line, records, lost_after, now)
+        yield BatchLine(line, items, state, record)
+
+
+def _fate(
+    line: dict[str, Any],
+    records: dict[str, dict[str, Any]],
+    lost_after: float | None,
+    now: float,
+) -> tuple[str, dict[str, Any] | None]:
+    if line["status"] != DISPATCHED:
+        return str(line["status"]), None
+    worker = line.get("worker")
+    if worker in (PROCESSED, WORKER_FAILED):
+        return str(worker), None
+    if worker != PENDING:
+        return UNKNOWN, None
+    record = records.get(line.get("key", ""))
+    if record is not None:
+        return str(record["worker"]), record
+    if lost_after is not None and now > float(line.get("at") or 0) + float(lost_after):
+        return LOST, None
+    return PENDING, None
+
+
+def settled_status(status: str | None, counts: dict[str, int]) -> str | None:
+    """A recorded run's status, once its workers' outcomes are known: a run that finished
+    without a dispatch failure has failed after all if a worker failed or a batch was lost."""
+    if status in ("succeeded", "incomplete") and (counts["worker_failed"] or counts["lost"]):
+        return "failed"
+    return status
+
+
+def report(store: Store, run_id: str, *, now: float | None = None) -> dict[str, Any]:
+    """Counts and failures of a run, recomputed from its ledger and its workers' records (the
+    record of truth)."""
     summary = load_run(store, run_id)
     if summary is None:
         raise InvalidInput(f"no run {run_id!r} in {store.location}")
-    counts = {"dispatched": 0, "failed": 0, "not_dispatched": 0}
-    batches = {"dispatched": 0, "failed": 0, "not_dispatched": 0}
+    states = [str(state) for state in (DISPATCHED, FAILED, NOT_DISPATCHED)]
+    counts = dict.fromkeys([*states, *map(str, (PROCESSED, WORKER_FAILED, PENDING, LOST))], 0)
+    batches = dict.fromkeys(states, 0)
     failures: list[dict[str, Any]] = []
+    omitted = 0
     events: list[dict[str, Any]] = []
-    for line in ledger_lines(store, run_id):
-        if "event" in line:
-            events.append(line)
+    for entry in batch_lines(store, run_id, document=summary, now=now):
+        if not isinstance(entry, BatchLine):
+            events.append(entry)
             continue
-        status = line["status"]
-        counts[status] += len(line["items"])
-        batches[status] += 1
-        if status != DISPATCHED and len(failures) < 50:
-            failures.append(
-                {
-                    key: line[key]
-                    for key in ("batch", "status", "attempts", "error_type", "error", "request_id")
-                }
-                | {"keys": [item["key"] for item in line["items"][:5]], "items": len(line["items"])}
-            )
+        line, size = entry.line, len(entry.items)
+        counts[line["status"]] += size
+        batches[line["status"]] += 1
+        if entry.state in counts and entry.state not in states:
+            counts[entry.state] += size
+        if entry.state not in UNSETTLED:
+            continue
+        if len(failures) >= FAILURES_SHOWN:
+            omitted += 1
+            continue
+        record = entry.record or {}
+        failures.append(
+            {key: line.get(key) for key in ("batch", "attempts", "request_id")}
+            | {
+                "status": entry.state,
+                "error_type": record.get("error_type", line.get("error_type")),
+                "error": record.get("error", line.get("error")),
+                "keys": [item["key"] for item in entry.items[:KEYS_SHOWN]],
+                "items": size,
+            }
+        )
     return {
         "run_id": run_id,
-        "status": summary.get("status"),
+        "status": settled_status(summary.get("status"), counts),
         "started_at": summary.get("started_at"),
         "finished_at": summary.get("finished_at"),
         "retry_of": summary.get("retry_of"),
@@ -225,6 +407,7 @@ def report(store: Store, run_id: str) -> dict[str, Any]:
         "target": summary.get("config", {}).get("target"),
         # Item counts from the ledger, at the top for scripts; per batch under "ledger".
         **counts,
+        "tracking": bool(summary.get("tracking", True)),
         "ledger": {"items": counts, "batches": batches},
         "summary": {
             k: summary.get(k)
@@ -241,25 +424,61 @@ def report(store: Store, run_id: str) -> dict[str, Any]:
         "cursor": run_cursor(store, run_id),
         "events": events,
         "failures": failures,
+        "failures_omitted": omitted,
     }
 
 
-def unsettled_items(store: Store, run_id: str) -> Iterator[Item]:
-    """Every item of a run's failed or not-dispatched batches, in key order, deduplicated.
+WORKER_COUNTS = ("processed", "worker_failed", "pending", "lost")
 
-    Holds one entry per such item: a retry set is small next to a listing.
-    """
-    chosen: dict[str, dict[str, Any]] = {}
-    done: set[str] = set()
-    for line in ledger_lines(store, run_id):
-        if "event" in line:
+
+def refresh(store: Store, run_id: str, *, now: float | None = None) -> dict[str, Any]:
+    """Recount a run from its ledger and its workers' records into its summary document, so
+    that `runs` and the summary agree with `report`; returns the report."""
+    document = report(store, run_id, now=now)
+    summary = load_run(store, run_id) or {}
+    summary.update({key: document[key] for key in (DISPATCHED, FAILED, NOT_DISPATCHED)})
+    summary.update({key: document[key] for key in WORKER_COUNTS})
+    summary["status"] = document["status"]
+    store.put(_run_key(run_id, "summary.json"), _json(summary))
+    return document
+
+
+def results(store: Store, run_id: str, *, now: float | None = None) -> Iterator[dict[str, Any]]:
+    """Every batch of a run that still counts: its keys, its fate, and its result or error."""
+    if load_run(store, run_id) is None:
+        raise InvalidInput(f"no run {run_id!r} in {store.location}")
+    for entry in batch_lines(store, run_id, now=now):
+        if not isinstance(entry, BatchLine):
             continue
-        for item in line["items"]:
-            if line["status"] == DISPATCHED:
-                done.add(item["key"])
-            else:
+        line, record = entry.line, entry.record or {}
+        out: dict[str, Any] = {
+            "batch": line["batch"],
+            "keys": [item["key"] for item in entry.items],
+            "status": entry.state,
+            "attempts": line.get("attempts"),
+            "request_id": record.get("request_id") or line.get("request_id"),
+        }
+        source = record or line
+        if entry.state in UNSETTLED:
+            out["error_type"] = source.get("error_type")
+            out["error"] = source.get("error")
+        elif "result" in source:
+            out["result"] = source["result"]
+            if "result_cut" in source:
+                out["result_cut"] = source["result_cut"]
+        yield out
+
+
+def unsettled_items(store: Store, run_id: str) -> Iterator[Item]:
+    """Every item of a run that failed, was not dispatched, failed in its worker or was lost,
+    in key order, deduplicated. Holds one entry per such item: a retry set is small next to a
+    listing."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for entry in batch_lines(store, run_id):
+        if isinstance(entry, BatchLine) and entry.state in UNSETTLED:
+            for item in entry.items:
                 chosen[item["key"]] = item
-    for key in sorted(k for k in chosen if k not in done):
+    for key in sorted(chosen):
         yield item_from_event(chosen[key])
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from hopper import engine
+from hopper import aws, engine
 from hopper.config import RunConfig
 from hopper.engine import RunHooks
 from hopper.errors import HopperError, InvalidInput
-from hopper.items import DISPATCHED, LEASE_LOST, Item, Outcome, Page, Stop, StopReason
+from hopper.items import LEASE_LOST, Item, Outcome, Page, Stop, StopReason
 from hopper.retry import RetryPolicy
 from hopper.runstate.incremental import Incremental
 from hopper.runstate.lease import Lease
@@ -21,11 +22,14 @@ from hopper.runstate.record import (
     RunRecord,
     active_run,
     fingerprint,
+    incremental_keys,
     load_run,
+    refresh,
     run_cursor,
     unsettled_items,
 )
 from hopper.runstate.store import Store, open_store
+from hopper.runstate.tracking import Tracking, collect, set_up
 from hopper.sources import Source
 from hopper.summary import RunSummary
 from hopper.target import Target
@@ -111,8 +115,8 @@ class _StateHooks(RunHooks):
         # The engine's cursor has moved past this batch: checkpoint it, and remember what
         # was dispatched, in key order, for the incremental state.
         self.record.checkpoint(outcome.batch.last_key)
-        if self.incremental is not None and outcome.status is DISPATCHED:
-            self.incremental.dispatched(outcome.batch.items)
+        if self.incremental is not None:
+            self.incremental.settled(outcome)
         self.outer.on_advance(outcome)
 
     def on_progress(self, summary: RunSummary) -> None:
@@ -137,6 +141,11 @@ def run_with_state(
     store = open_store(config.state, session=session)
     source = source or engine.make_source(config, session=session)
     target = target or engine.make_target(config, session=session)
+    tracking = None
+    if config.results_queue is not None and config.target is not None:
+        # Checked before anything is held or invoked: a worker that does not send its
+        # outcomes to the queue is bad input.
+        tracking = set_up(config.target, config.results_queue, session=session)
     run_id = config.run_id or engine.new_run_id()
     lease = Lease(store, run_id)
     lease.acquire(wait=wait)
@@ -161,6 +170,9 @@ def run_with_state(
             config = dataclasses.replace(config, start_after=run_cursor(store, run_id))
             extra["resumed"] = True
             log.warning("resuming run %s after %r", run_id, config.start_after)
+        elif config.run_id is not None and load_run(store, config.run_id) is not None:
+            # The Lambda handler's next hop of this run, after the cursor it was handed.
+            extra["continued"] = True
         elif active:
             log.warning(
                 "run %s of another job did not finish; starting afresh", active.get("run_id")
@@ -168,13 +180,30 @@ def run_with_state(
         config = dataclasses.replace(config, run_id=run_id)
         lease.run_id = run_id
         record = RunRecord(store, run_id)
-        if extra.get("resumed"):
+        segment = (
+            "resumed"
+            if extra.get("resumed")
+            else "continued"
+            if extra.pop("continued", False)
+            else None
+        )
+        if segment is not None:
             previous = load_run(store, run_id) or {}
             extra["segments"] = int(previous.get("segments", 1)) + 1
+        if tracking is not None:
+            extra["tracked_by"] = tracking.document()
         record.start(config, **extra)
-        if extra.get("resumed"):
-            record.note(event="resumed", cursor=config.start_after)
-        return _run(config, record, lease, source, target, hooks, stop, retry, hide)
+        if segment is not None:
+            # From here on the run sends every item after this cursor again: what an earlier
+            # segment recorded past it no longer counts (runstate.record.batch_lines).
+            record.note(event=segment, cursor=config.start_after)
+        summary = _run(config, record, lease, source, target, hooks, stop, retry, hide)
+        summary.segments = int(extra.get("segments", 1))
+        if summary.segments > 1 and not _unfinished(summary):
+            summary.adopt(refresh(store, run_id))
+        if tracking is not None and config.wait_for_workers:
+            _wait_for_workers(store, run_id, summary, tracking, config.wait_for_workers, session)
+        return summary
     finally:
         lease.release()
 
@@ -190,9 +219,16 @@ def _run(
     retry: RetryPolicy | None,
     hide: tuple[str, ...],
 ) -> RunSummary:
-    incremental = (
-        Incremental(record.store, start_after=config.start_after) if config.incremental else None
-    )
+    incremental = None
+    if config.incremental:
+        key, read_from = incremental_keys(record.store, config)
+        incremental = Incremental(
+            record.store,
+            key,
+            run_id=record.run_id,
+            start_after=config.start_after,
+            read_from=read_from,
+        )
     try:
         try:
             summary = engine.run(
@@ -223,12 +259,43 @@ def _run(
                 else None
             )
             incremental.commit(end)
-        threshold_stop = (
-            summary.stop is not None and summary.stop.reason is StopReason.FAILURE_THRESHOLD
-        )
-        unfinished = summary.cursor is not None and not threshold_stop
-        record.finish(summary.to_dict(), keep_active=unfinished)
+        record.finish(summary.to_dict(), keep_active=_unfinished(summary))
         return summary
     finally:
         if incremental is not None:
             incremental.close()
+
+
+def _unfinished(summary: RunSummary) -> bool:
+    """Whether the next run of the job resumes this one: it stopped with a cursor, for a
+    reason other than the failure threshold."""
+    threshold_stop = (
+        summary.stop is not None and summary.stop.reason is StopReason.FAILURE_THRESHOLD
+    )
+    return summary.cursor is not None and not threshold_stop
+
+
+# Seconds between two collects while waiting for workers.
+_WAIT_STEP = 5.0
+
+
+def _wait_for_workers(
+    store: Store,
+    run_id: str,
+    summary: RunSummary,
+    tracking: Tracking,
+    seconds: float,
+    session: Any,
+) -> None:
+    """Collect the run's records until none of its batches is pending, or `seconds` pass."""
+    sqs = aws.client(session, "sqs")
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        collect(store, tracking.queue_url, sqs=sqs, budget=max(0.0, min(_WAIT_STEP, left)))
+        document = refresh(store, run_id)
+        if not document["pending"] or time.monotonic() >= deadline:
+            break
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    summary.adopt(document)
+    summary.waited = True
