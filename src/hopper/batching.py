@@ -16,6 +16,15 @@ _PREFIX_FIELD = len(dumps({"dataset_prefix": ""})) - 2 + 1  # `"dataset_prefix":
 
 
 @dataclass(frozen=True, slots=True)
+class Passed:
+    """An item the run passes over (unchanged since its worker last succeeded): the cursor may
+    move past it once batch `after` and every batch before it have settled."""
+
+    key: str
+    after: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Oversize:
     """A one-item batch whose event alone exceeds the payload cap: reported failed, never sent."""
 
@@ -47,18 +56,22 @@ class EventSizer:
 
 
 def make_batches(
-    items: Iterable[Item],
+    items: Iterable[Item | Passed],
     *,
     batch_size: int,
     limit: int,
     sizer: EventSizer,
     first_index: int = 1,
-) -> Iterator[Batch | Oversize]:
-    """Batches in key order; an item too large on its own comes out as an Oversize."""
+) -> Iterator[Batch | Oversize | Passed]:
+    """Batches in key order; an item too large on its own comes out as an Oversize, and an
+    item passed over as a Passed that names the batch it follows (the open one, if any)."""
     index = first_index
     current: list[Item] = []
     current_bytes = 0
     for item in items:
+        if isinstance(item, Passed):
+            yield Passed(item.key, index if current else index - 1)
+            continue
         own = item_bytes(item)
         alone = sizer.size(own, 1, item.key)
         full = len(current) >= batch_size

@@ -15,14 +15,24 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from hopper.batching import EventSizer, Oversize, make_batches
+from hopper.batching import EventSizer, Oversize, Passed, make_batches
 from hopper.config import RunConfig
 from hopper.dispatch import Dispatcher
 from hopper.dispatch_loop import LoopDispatcher
 from hopper.dispatch_threads import ThreadDispatcher
 from hopper.errors import InvalidInput
 from hopper.event import EventRecipe
-from hopper.items import DISPATCHED, INTERRUPTED, PENDING, Batch, Item, Outcome, Skipped, Stop
+from hopper.items import (
+    DEADLINE_REACHED,
+    DISPATCHED,
+    INTERRUPTED,
+    PENDING,
+    Batch,
+    Item,
+    Outcome,
+    Skipped,
+    Stop,
+)
 from hopper.retry import RetryPolicy
 from hopper.selection import Selector
 from hopper.sources import STATE_PREFIX, Source, parse_source
@@ -99,13 +109,12 @@ def _selected(
     on_skipped: Callable[[Skipped], None],
     on_selected: Callable[[Item], None],
     hooks: RunHooks = _NO_HOOKS,
-    on_unchanged: Callable[[Item], None] | None = None,
     hide: tuple[str, ...] = (),
-) -> Iterator[Item]:
+) -> Iterator[Item | Passed]:
     """The listing, filtered and limited, counted as it streams past.
 
-    `hooks.keep` is a last filter (incremental mode: has the item changed?); what it drops is
-    reported to `on_unchanged` and does not count toward --limit.
+    `hooks.keep` is a last filter (incremental mode: has the item changed?); what it drops
+    comes out as a Passed, for the cursor to move over, and does not count toward --limit.
     """
     select = Selector.from_config(config)
     hidden = (STATE_PREFIX, *hide)
@@ -122,33 +131,34 @@ def _selected(
 
     chosen: Iterator[Item] = (item for item in listed() if select(item))
     # Hooks that keep everything cost the listing no call per item.
-    if type(hooks).keep is not RunHooks.keep:
-        chosen = _kept(chosen, hooks.keep, on_unchanged)
-    if config.limit is not None:
-        chosen = itertools.islice(chosen, config.limit)
+    if type(hooks).keep is RunHooks.keep:
+        if config.limit is not None:
+            chosen = itertools.islice(chosen, config.limit)
+        for item in chosen:
+            on_selected(item)
+            yield item
+        return
+    left = config.limit
     for item in chosen:
+        if not hooks.keep(item):
+            yield Passed(item.key)
+            continue
         on_selected(item)
         yield item
-
-
-def _kept(
-    items: Iterator[Item],
-    keep: Callable[[Item], bool],
-    on_dropped: Callable[[Item], None] | None,
-) -> Iterator[Item]:
-    for item in items:
-        if keep(item):
-            yield item
-        elif on_dropped is not None:
-            on_dropped(item)
+        if left is not None:
+            left -= 1
+            if left == 0:
+                return
 
 
 class Cursor:
-    """The last key before which every batch has settled (dispatched or failed).
+    """The last key before which every item has settled: its batch was dispatched or failed,
+    or it was passed over as unchanged.
 
     Batches settle out of order; only the contiguous prefix counts, so a resumed run starting
-    after the cursor misses nothing. A batch not dispatched blocks the cursor for good. Holds
-    at most the in-flight window of outcomes.
+    after the cursor misses nothing. A batch not dispatched blocks the cursor for good. An
+    item passed over moves it once the batch it follows has. Holds at most the in-flight
+    window of outcomes; settle() and passed() may come from different threads.
     """
 
     def __init__(
@@ -158,22 +168,36 @@ class Cursor:
         self._on_advance = on_advance
         self._next = 1
         self._waiting: dict[int, Outcome] = {}
+        # Batch index -> the greatest key passed over right after it, until it settles.
+        self._passed: dict[int, str] = {}
         self._blocked = False
+        self._lock = threading.Lock()
 
     def settle(self, outcome: Outcome) -> None:
-        if self._blocked:
-            return
-        self._waiting[outcome.batch.index] = outcome
-        while self._next in self._waiting:
-            ready = self._waiting.pop(self._next)
-            if not ready.settled:
-                self._blocked = True
-                self._waiting.clear()
+        with self._lock:
+            if self._blocked:
                 return
-            self.key = ready.batch.last_key
-            if self._on_advance is not None:
-                self._on_advance(ready)
-            self._next += 1
+            self._waiting[outcome.batch.index] = outcome
+            while self._next in self._waiting:
+                ready = self._waiting.pop(self._next)
+                if not ready.settled:
+                    self._blocked = True
+                    self._waiting.clear()
+                    self._passed.clear()
+                    return
+                self.key = self._passed.pop(self._next, ready.batch.last_key)
+                if self._on_advance is not None:
+                    self._on_advance(ready)
+                self._next += 1
+
+    def passed(self, step: Passed) -> None:
+        with self._lock:
+            if self._blocked:
+                return
+            if step.after < self._next:
+                self.key = step.key
+            else:
+                self._passed[step.after] = step.key
 
 
 def dispatcher_for(target: Target, **rules: Any) -> Dispatcher:
@@ -243,9 +267,6 @@ def run(
         cursor.settle(outcome)
         hooks.on_progress(summary)
 
-    def unchanged(_: Item) -> None:
-        counts.unchanged += 1
-
     def should_stop() -> Stop | None:
         asked = hooks.should_stop()
         if asked is not None:
@@ -254,8 +275,24 @@ def run(
             return INTERRUPTED
         return threshold.crossed()
 
-    def counted(plan: Iterator[Batch | Oversize]) -> Iterator[Batch | Oversize]:
+    deadline_at = began + config.deadline if config.deadline else None
+    # Why the plan was cut while it passed over unchanged items, if it was.
+    cut: list[Stop] = []
+
+    def counted(plan: Iterator[Batch | Oversize | Passed]) -> Iterator[Batch | Oversize]:
         for step in plan:
+            if isinstance(step, Passed):
+                # Dispatch never sees these: the deadline and a stop are checked here, or a
+                # run over thousands of unchanged items would only stop at the next batch.
+                counts.unchanged += 1
+                cursor.passed(step)
+                stopped = should_stop()
+                if stopped is None and deadline_at is not None and clock() >= deadline_at:
+                    stopped = DEADLINE_REACHED
+                if stopped is not None:
+                    cut.append(stopped)
+                    return
+                continue
             counts.batches += 1
             yield step
 
@@ -269,7 +306,6 @@ def run(
             on_skipped=summary.record_skip,
             on_selected=selected,
             hooks=hooks,
-            on_unchanged=unchanged,
             hide=hide,
         )
         plan_ = make_batches(
@@ -282,7 +318,7 @@ def run(
             target,
             recipe=recipe,
             concurrency=config.effective_concurrency(),
-            deadline_at=began + config.deadline if config.deadline else None,
+            deadline_at=deadline_at,
             retry=retry or RetryPolicy(max_attempts=config.max_attempts),
             clock=clock,
             should_stop=should_stop,
@@ -294,10 +330,11 @@ def run(
     finally:
         target.close()
 
+    stop_ = cut[0] if cut else ended.stopped
     summary.finish(
-        exhausted=ended.exhausted,
-        deadline_reached=ended.deadline_reached,
-        stop=ended.stopped,
+        exhausted=ended.exhausted and not cut,
+        deadline_reached=ended.deadline_reached or stop_ is DEADLINE_REACHED,
+        stop=stop_,
         fatal=ended.fatal,
         cursor=cursor.key,
         duration_s=clock() - began,
@@ -340,6 +377,8 @@ def plan(config: RunConfig, *, session: Any = None, source: Source | None = None
         limit=config.payload_limit,
         sizer=EventSizer(run_id=run_id, payload=config.payload, bucket=source.bucket),
     ):
+        if isinstance(step, Passed):
+            continue  # a plan passes nothing over: it has no incremental filter
         summary.batches += 1
         if isinstance(step, Oversize):
             summary.oversize += 1

@@ -181,14 +181,16 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     result = summary.to_dict()
     result["hop"] = hop
     result["continued"] = False
+    # Out of time with the listing not done: hand the cursor on, even from a hop that sent
+    # nothing (it passed unchanged items; the cursor moved over them).
     handing_on = (
-        summary.cursor is not None
+        not summary.listing_complete
         and summary.error is None
         and summary.stop is not None
         and summary.stop.reason is StopReason.DEADLINE
     )
     if handing_on:
-        if summary.cursor == config.start_after:
+        if summary.cursor is None or summary.cursor == config.start_after:
             raise HopperError(
                 f"run {summary.run_id} made no progress within its time budget; "
                 "raise the function timeout or lower the concurrency"

@@ -112,8 +112,8 @@ def drive(
     first: dict[str, Any], seconds: float, received: Received, arn: str, limit: int = 60
 ) -> list[dict[str, Any]]:
     """Invoke the handler, then each continuation it hands on to itself, as Lambda would."""
+    seen = len(received.to(arn))  # continuations of earlier chains
     results = [handler(first, Context(seconds, arn))]
-    seen = 0
     while results[-1]["continued"]:
         handed = received.to(arn)
         assert len(handed) == seen + 1, "exactly one continuation per hop"
@@ -218,3 +218,56 @@ def test_with_state_the_handler_keeps_a_ledger_and_flies_single(
         other.release()
     assert skipped["status"] == "skipped" and "another-invocation" in skipped["reason"]
     assert len(received.to(function)) == 4
+
+
+@pytest.mark.slow
+def test_incremental_hops_pass_unchanged_items_and_reach_new_ones_at_the_end(
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    role: str,
+    received: Received,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cursor passes unchanged items too: a hop that sends nothing still hands on while
+    the listing is not done, so new keys at the end of a large bucket are reached."""
+
+    def slow_pages(request: Any, **_: Any) -> None:
+        # The source's pages only: the state's own listings stay quick.
+        if "_hopper" not in request.url:
+            time.sleep(0.5)
+
+    monkeypatch.setattr("hopper.aws.make_session", lambda **_: moto_session)
+    keys = [f"k/{i:05}" for i in range(3000)]
+    put(moto_session, bucket, keys)
+    arn = create_function(moto_session, "hopper", role)
+    monkeypatch.setenv("HOPPER_SAFETY_MARGIN", "0.3")
+    monkeypatch.setenv("HOPPER_STATE", f"s3://{bucket}/_hopper/state")
+    monkeypatch.setenv("HOPPER_INCREMENTAL", "true")
+    first = {
+        "source": f"s3://{bucket}",
+        "target": function,
+        "concurrency": 8,
+        "list_parallelism": 1,
+    }
+
+    def chain(seconds: float) -> tuple[list[dict[str, Any]], Counter[str]]:
+        before = Counter(received.keys(function))
+        results = drive(first, seconds, received, arn, limit=400)
+        return results, Counter(received.keys(function)) - before
+
+    sent, delivered = chain(60)
+    assert set(delivered) == set(keys) and sent[-1]["status"] == "succeeded"
+    moto_session.events.register_first("before-send.s3.ListObjectsV2", slow_pages)
+    # Nothing changed: each hop of the second chain sends nothing, yet hands on until the
+    # listing is done (three 0.5 s pages, one after another, do not fit one 1.3 s budget).
+    unchanged, delivered = chain(1.6)
+    assert delivered == Counter()
+    assert len(unchanged) >= 2, [r["unchanged"] for r in unchanged]
+    assert sum(r["unchanged"] for r in unchanged) >= len(keys)
+    assert all(r["dispatched"] == 0 for r in unchanged)
+    new = [f"z/{i:03}" for i in range(25)]
+    put(moto_session, bucket, new)
+    third, delivered = chain(1.6)
+    assert delivered == Counter(new)
+    assert third[-1]["status"] == "succeeded"

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hopper.batching import Oversize
+from hopper.batching import Oversize, Passed
 from hopper.dispatch import DispatchResult
 from hopper.dispatch_loop import LoopDispatcher
 from hopper.dispatch_threads import ThreadDispatcher
@@ -255,6 +255,22 @@ def test_cursor_follows_the_contiguous_settled_prefix() -> None:
     cursor.settle(Outcome(b[2], NOT_DISPATCHED))
     cursor.settle(Outcome(b[3], DISPATCHED))
     assert cursor.key == b[1].last_key
+
+
+def test_the_cursor_passes_unchanged_items_once_the_batch_before_them_settled() -> None:
+    cursor = Cursor(None)
+    b = batches(3)
+    cursor.passed(Passed("a-unchanged", after=0))  # before any batch: at once
+    assert cursor.key == "a-unchanged"
+    cursor.passed(Passed("k0000-zz", after=1))  # after batch 1, which has not settled
+    assert cursor.key == "a-unchanged"
+    cursor.settle(Outcome(b[0], DISPATCHED))
+    assert cursor.key == "k0000-zz"
+    cursor.passed(Passed("k0001-zz", after=2))
+    cursor.settle(Outcome(b[1], NOT_DISPATCHED))  # batch 2 was not sent: the cursor stops
+    cursor.settle(Outcome(b[2], DISPATCHED))
+    cursor.passed(Passed("k0002-zz", after=3))
+    assert cursor.key == "k0000-zz"
 
 
 def test_a_listing_error_stops_the_run_after_what_was_listed(Target: type[Recorder]) -> None:
