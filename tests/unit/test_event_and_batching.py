@@ -1,18 +1,22 @@
 import json
 import random
 import string
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from hopper.batching import EventSizer, Oversize, make_batches
+from hopper.batching import EventSizer, Oversize, Passed, make_batches
 from hopper.event import encode_event, idempotency_key
 from hopper.items import Batch, Item
 
 
 def batches_of(
-    items: list[Item], size: int, limit: int = 10**9, payload: dict[str, object] | None = None
-) -> list[Batch | Oversize]:
+    items: Sequence[Item | Passed],
+    size: int,
+    limit: int = 10**9,
+    payload: dict[str, object] | None = None,
+) -> list[Batch | Oversize | Passed]:
     sizer = EventSizer(run_id="run-1", payload=payload or {}, bucket="bkt")
     return list(make_batches(items, batch_size=size, limit=limit, sizer=sizer))
 
@@ -95,7 +99,11 @@ def test_an_item_too_large_alone_is_reported_not_dropped() -> None:
     assert isinstance(oversize, Oversize)
     assert oversize.batch.first_key.startswith("huge-")
     assert "over the 1000-byte" in oversize.reason
-    assert [b.batch.index if isinstance(b, Oversize) else b.index for b in out] == [1, 2, 3]
+    assert [
+        b.batch.index if isinstance(b, Oversize) else b.index
+        for b in out
+        if not isinstance(b, Passed)
+    ] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("size", [1, 3])
@@ -143,3 +151,17 @@ def test_item_bytes_counts_exactly_what_json_writes(item: Item) -> None:
     from hopper.event import dumps, item_bytes
 
     assert item_bytes(item) == len(dumps(item.to_event()))
+
+
+def test_an_item_passed_over_names_the_batch_it_follows() -> None:
+    steps = batches_of(
+        [Passed("a"), Item("b"), Passed("c"), Item("d"), Item("e"), Passed("f")], size=2
+    )
+    # "a" precedes every batch; "c" falls inside the open batch 1 (b, d); "f" after batch 2.
+    assert steps == [
+        Passed("a", 0),
+        Passed("c", 1),
+        Batch(1, (Item("b"), Item("d"))),
+        Passed("f", 2),
+        Batch(2, (Item("e"),)),
+    ]
