@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hopper.config import RunConfig
-    from hopper.engine import RunHooks, plan
+    from hopper.engine import RunHooks
     from hopper.errors import (
         AccessDenied,
         AWSError,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     )
     from hopper.items import Batch, BatchStatus, Item, Outcome, Stop, StopReason
     from hopper.retry import RetryPolicy
-    from hopper.runner import run
+    from hopper.runner import plan, run
     from hopper.summary import PlanSummary, RunStatus, RunSummary
 
 __version__ = "0.1.0"
@@ -50,7 +50,7 @@ _ERRORS = (
 _HOMES = {
     "RunConfig": "config",
     "RunHooks": "engine",
-    "plan": "engine",
+    "plan": "runner",
     "run": "runner",
     **dict.fromkeys(_ERRORS, "errors"),
     "Batch": "items",

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hopper import engine, runner
+from hopper import runner
 from hopper.config import (
     DEFAULT_LIST_PARALLELISM,
     INVOCATION_TYPES,
@@ -391,10 +391,23 @@ def _scheduled(config: RunConfig, expression: str, as_json: bool) -> int:
 @cli.command()
 @click.argument("source")
 @_selection_options
+@click.option(
+    "--state",
+    metavar="s3://B/P|DIR",
+    help="With --incremental: the state whose job to plan (read, never written).",
+)
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Leave out what has not changed since its worker succeeded (needs --state).",
+)
 def plan(source: str, as_json: bool, **options: Any) -> int:
-    """Show what `run` would do: list, select and batch SOURCE, invoke nothing."""
+    """Show what `run` would do: list, select and batch SOURCE, invoke nothing.
+
+    Exit code 0, 1 when an AWS call failed, 2 on bad input.
+    """
     config = _config(source, options)
-    summary = engine.plan(config, session=_session(config))
+    summary = runner.plan(config, session=_session(config))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
@@ -969,11 +982,26 @@ def _print_plan(summary: PlanSummary) -> None:
             f"${cost['lambda_requests']:.6f} at ${lambda_price}/1M",
         ),
     ]
+    if summary.unchanged:
+        rows.insert(5, ("unchanged", str(summary.unchanged)))
+    if summary.invocation_type == "event" and not _is_local(summary.target):
+        rows.append(
+            (
+                "est. tracking (SQS)",
+                f"${cost['sqs_tracking_requests']:.6f} at ${cost['sqs_price_per_million_requests']}/1M "
+                "(with --results-queue: 1.2 requests per batch)",
+            )
+        )
     if summary.source.startswith("s3://"):
+        fingerprints = (
+            f" (of them, {summary.fingerprint_objects} objects listed to fingerprint datasets)"
+            if summary.fingerprint_objects
+            else ""
+        )
         rows.append(
             (
                 "est. S3 LIST",
-                f"${cost['s3_list_requests']:.6f} at ${list_price}/1k",
+                f"${cost['s3_list_requests']:.6f} at ${list_price}/1k{fingerprints}",
             )
         )
     for item in summary.oversize_items:
@@ -981,6 +1009,10 @@ def _print_plan(summary: PlanSummary) -> None:
     for key in summary.first_keys[:10]:
         rows.append(("first keys", key))
     _print_rows("hopper plan (nothing invoked)", rows)
+
+
+def _is_local(target: str | None) -> bool:
+    return target is not None and RunConfig(source=".", target=target).is_local_target
 
 
 def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:

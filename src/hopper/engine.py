@@ -35,7 +35,7 @@ from hopper.items import (
 )
 from hopper.retry import RetryPolicy
 from hopper.selection import Selector
-from hopper.sources import STATE_PREFIX, Source, parse_source
+from hopper.sources import STATE_PREFIX, Datasets, Source, parse_source
 from hopper.summary import SHOW, PlanSummary, RunSummary
 from hopper.target import Multiplexing, Target
 from hopper.targets import parse_target
@@ -78,13 +78,19 @@ def new_run_id() -> str:
 
 
 def make_source(config: RunConfig, *, session: Any = None) -> Source:
-    return parse_source(
-        config.source,
-        mode=config.mode,
-        session=session,
-        transport_name=config.transport,
-        parallelism=config.list_parallelism,
-    )
+    def listing(mode: str) -> Source:
+        return parse_source(
+            config.source,
+            mode=mode,
+            session=session,
+            transport_name=config.transport,
+            parallelism=config.list_parallelism,
+        )
+
+    if config.mode == "prefixes" and config.incremental:
+        # A dataset is unchanged only if nothing inside it changed.
+        return Datasets(listing("prefixes"), listing("objects"))
+    return listing(config.mode)
 
 
 def make_target(config: RunConfig, *, session: Any = None) -> Target:
@@ -343,8 +349,15 @@ def run(
     return summary
 
 
-def plan(config: RunConfig, *, session: Any = None, source: Source | None = None) -> PlanSummary:
-    """List, select and batch exactly as run() would, and invoke nothing."""
+def plan(
+    config: RunConfig,
+    *,
+    session: Any = None,
+    source: Source | None = None,
+    hooks: RunHooks | None = None,
+) -> PlanSummary:
+    """List, select and batch exactly as run() would, and invoke nothing. `hooks.keep` is
+    asked as a run would ask it (incremental: what has not changed is left out)."""
     if config.target is not None:
         # Validates the syntax only; no worker is loaded and no AWS call is made.
         parse_target(config.target, invocation_type=config.invocation_type)
@@ -370,7 +383,14 @@ def plan(config: RunConfig, *, session: Any = None, source: Source | None = None
         if len(summary.first_keys) < SHOW:
             summary.first_keys.append(item.key)
 
-    items = _selected(source, config, on_listed=listed, on_skipped=skipped, on_selected=selected)
+    items = _selected(
+        source,
+        config,
+        on_listed=listed,
+        on_skipped=skipped,
+        on_selected=selected,
+        hooks=hooks or _NO_HOOKS,
+    )
     for step in make_batches(
         items,
         batch_size=config.batch_size,
@@ -378,7 +398,8 @@ def plan(config: RunConfig, *, session: Any = None, source: Source | None = None
         sizer=EventSizer(run_id=run_id, payload=config.payload, bucket=source.bucket),
     ):
         if isinstance(step, Passed):
-            continue  # a plan passes nothing over: it has no incremental filter
+            summary.unchanged += 1
+            continue
         summary.batches += 1
         if isinstance(step, Oversize):
             summary.oversize += 1
@@ -392,4 +413,6 @@ def plan(config: RunConfig, *, session: Any = None, source: Source | None = None
         if size > summary.largest_payload_bytes:
             summary.largest_payload_bytes = size
             summary.largest_payload_batch = step.index
+    if isinstance(source, Datasets):
+        summary.fingerprint_objects = source.objects_listed
     return summary

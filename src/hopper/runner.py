@@ -1,4 +1,4 @@
-"""hopper.run: the one way to run. With config.state set, the run keeps its state there
+"""hopper.run and hopper.plan: the one way to run, and to plan. With config.state set, the run keeps its state there
 (lease, ledger, checkpoint, resume, incremental: hopper.runstate.run); without, it is the
 engine's run alone. The CLI, the Lambda handler and library users all come through here."""
 
@@ -9,11 +9,12 @@ from typing import Any
 
 from hopper.config import RunConfig
 from hopper.engine import RunHooks
+from hopper.engine import plan as plan_once
 from hopper.engine import run as run_once
 from hopper.errors import InvalidInput
 from hopper.retry import RetryPolicy
 from hopper.sources import Source
-from hopper.summary import RunSummary
+from hopper.summary import PlanSummary, RunSummary
 from hopper.target import Target
 
 
@@ -64,3 +65,13 @@ def run(
         target=target,
         retry=retry,
     )
+
+
+def plan(config: RunConfig, *, session: Any = None, source: Source | None = None) -> PlanSummary:
+    """What `run` would do, invoking nothing. An incremental job with state reads its state
+    (and writes nothing) to leave out what has not changed."""
+    if config.incremental and config.state is not None and source is None:
+        from hopper.runstate.run import plan_with_state
+
+        return plan_with_state(config, session=session)
+    return plan_once(config, session=session, source=source)

@@ -7,6 +7,8 @@ one page (S3) or one folder's entries (local) in memory.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -328,3 +330,45 @@ def parse_source(
     if not text:
         raise InvalidInput("source is empty: give s3://BUCKET[/PREFIX] or a folder")
     return LocalSource(text, mode=mode)
+
+
+class Datasets:
+    """Prefixes mode for incremental runs: each dataset with a fingerprint of its contents.
+
+    A dataset's `etag` is a digest of the key, size and ETag of every object under it, so a
+    change to any file inside it shows. The objects come from one more listing of the same
+    source, objects mode, merged with the prefixes listing as both stream in key order:
+    memory holds a page of each. `objects_listed` counts that extra listing (plan prices it).
+    """
+
+    def __init__(self, prefixes: Source, objects: Source) -> None:
+        self.prefixes = prefixes
+        self.objects = objects
+        self.bucket = prefixes.bucket
+        self.mode = prefixes.mode
+        self.key_root = prefixes.key_root
+        self.objects_listed = 0
+
+    def describe(self) -> str:
+        return self.prefixes.describe()
+
+    def pages(self, start_after: str | None = None) -> Iterator[Page]:
+        objects = self._objects(resume_point(start_after, "prefixes"))
+        head = next(objects, None)
+        for page in self.prefixes.pages(start_after):
+            items = []
+            for dataset in page.items:
+                digest = hashlib.sha256()
+                while head is not None and head.key < dataset.key:
+                    head = next(objects, None)
+                while head is not None and head.key.startswith(dataset.key):
+                    digest.update(f"{head.key}\0{head.size}\0{head.etag}\0".encode())
+                    head = next(objects, None)
+                items.append(dataclasses.replace(dataset, etag=digest.hexdigest()[:32]))
+            yield Page(items=tuple(items), skipped=page.skipped)
+
+    def _objects(self, start_after: str | None) -> Iterator[Item]:
+        for page in self.objects.pages(start_after):
+            for item in page.items:
+                self.objects_listed += 1
+                yield item

@@ -35,6 +35,13 @@ LAMBDA_PRICE_PER_MILLION_REQUESTS_USD = 0.20
 # 1,000 requests"), read 2026-11-27.
 S3_LIST_PRICE_PER_THOUSAND_USD = 0.005
 S3_KEYS_PER_LIST = 1000
+# Amazon SQS standard queue requests, USD per million (the first million a month are free).
+# Source: https://aws.amazon.com/sqs/pricing/ ("Standard Queues: $0.40 per million requests"
+# for the first 100 billion a month), read 2026-11-30. Tracking costs per batch one request
+# to deliver its record (Lambda's SendMessage), and a tenth of one each to receive and delete
+# it, ten at a time; records over 64 KB count once per 64 KB.
+SQS_PRICE_PER_MILLION_REQUESTS_USD = 0.40
+SQS_REQUESTS_PER_TRACKED_BATCH = 1 + 2 / 10
 
 
 @dataclass
@@ -278,6 +285,10 @@ class PlanSummary:
     max_batch_items: int = 0
     largest_payload_bytes: int = 0
     largest_payload_batch: int | None = None
+    # Incremental: items unchanged since their worker succeeded, and the objects listed to
+    # fingerprint datasets in prefixes mode (a listing of its own, priced below).
+    unchanged: int = 0
+    fingerprint_objects: int = 0
     listing_complete: bool = True
     first_keys: list[str] = field(default_factory=list)
     oversize_items: list[dict[str, Any]] = field(default_factory=list)
@@ -300,7 +311,15 @@ class PlanSummary:
         if not self.source.startswith("s3://"):
             return 0.0
         requests = max(1, math.ceil(self.listed / S3_KEYS_PER_LIST))
+        if self.fingerprint_objects:
+            requests += math.ceil(self.fingerprint_objects / S3_KEYS_PER_LIST)
         return requests * S3_LIST_PRICE_PER_THOUSAND_USD / 1000
+
+    @property
+    def estimated_tracking_cost_usd(self) -> float:
+        """What tracking event invokes to their workers' results costs in SQS requests."""
+        requests = self.invocations * SQS_REQUESTS_PER_TRACKED_BATCH
+        return requests * SQS_PRICE_PER_MILLION_REQUESTS_USD / 1_000_000
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -309,7 +328,9 @@ class PlanSummary:
         data["estimated_cost_usd"] = {
             "lambda_requests": round(self.estimated_lambda_cost_usd, 6),
             "s3_list_requests": round(self.estimated_list_cost_usd, 6),
+            "sqs_tracking_requests": round(self.estimated_tracking_cost_usd, 6),
             "lambda_price_per_million_requests": LAMBDA_PRICE_PER_MILLION_REQUESTS_USD,
             "s3_list_price_per_thousand_requests": S3_LIST_PRICE_PER_THOUSAND_USD,
+            "sqs_price_per_million_requests": SQS_PRICE_PER_MILLION_REQUESTS_USD,
         }
         return data

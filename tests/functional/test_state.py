@@ -213,6 +213,38 @@ def test_incremental_sends_only_new_and_changed(world: World) -> None:
     assert world.markers() == Counter(["a.txt"]) and fifth.counts.dispatched == 1
 
 
+def test_incremental_datasets_are_sent_again_when_anything_inside_changes(world: World) -> None:
+    world.files(["a/1.txt", "a/2.txt", "b/1.txt", "c/1.txt", "c/deep/2.txt"])
+    datasets = world.config(mode="prefixes", incremental=True)
+    first = run_with_state(datasets)
+    assert first.counts.dispatched == 3 and world.markers() == Counter(["a/", "b/", "c/"])
+    world.clear_markers()
+    assert run_with_state(datasets).counts.unchanged == 3
+    # A change deep inside one dataset: exactly that dataset is sent again.
+    (world.data / "c" / "deep" / "2.txt").write_text("changed, and longer than before")
+    third = run_with_state(datasets)
+    assert world.markers() == Counter(["c/"])
+    assert (third.counts.dispatched, third.counts.unchanged) == (1, 2)
+    world.clear_markers()
+    (world.data / "b" / "new.txt").write_text("a new file")
+    run_with_state(datasets)
+    assert world.markers() == Counter(["b/"])
+
+
+def test_objects_and_prefixes_jobs_keep_their_own_incremental_state(world: World) -> None:
+    world.files(["a/1.txt", "b/1.txt"])
+    objects = world.config(incremental=True)
+    datasets = world.config(mode="prefixes", incremental=True)
+    run_with_state(objects)
+    run_with_state(datasets)
+    world.clear_markers()
+    # Neither job's run made the other send everything again.
+    assert run_with_state(objects).counts.dispatched == 0
+    assert run_with_state(datasets).counts.dispatched == 0
+    assert world.markers() == Counter()
+    assert len(list(open_store(world.state).keys("incremental/"))) == 2
+
+
 @pytest.mark.slow
 def test_five_runs_at_once_exactly_one_proceeds(world: World) -> None:
     world.files([f"f{i}.txt" for i in range(6)])

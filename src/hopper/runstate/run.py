@@ -31,7 +31,7 @@ from hopper.runstate.record import (
 from hopper.runstate.store import Store, open_store
 from hopper.runstate.tracking import Tracking, collect, set_up
 from hopper.sources import Source
-from hopper.summary import RunSummary
+from hopper.summary import PlanSummary, RunSummary
 from hopper.target import Target
 
 log = logging.getLogger(__name__)
@@ -299,3 +299,26 @@ def _wait_for_workers(
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     summary.adopt(document)
     summary.waited = True
+
+
+class _Unchanged(RunHooks):
+    """A plan's view of an incremental job: what the state says has not changed."""
+
+    def __init__(self, incremental: Incremental) -> None:
+        self.incremental = incremental
+
+    def keep(self, item: Item) -> bool:
+        return self.incremental.changed(item)
+
+
+def plan_with_state(config: RunConfig, *, session: Any = None) -> PlanSummary:
+    """plan() for an incremental job: reads its state, writes nothing, takes no lease."""
+    store = open_store(str(config.state), session=session)
+    key, read_from = incremental_keys(store, config)
+    incremental = Incremental(
+        store, key, run_id="plan", start_after=config.start_after, read_from=read_from
+    )
+    try:
+        return engine.plan(config, session=session, hooks=_Unchanged(incremental))
+    finally:
+        incremental.close()
