@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from hopper.event import idempotency_key
 from hopper.items import DISPATCHED, LOST, PENDING, PROCESSED, WORKER_FAILED, Item, Outcome
+from hopper.runstate import record as record_module
 from hopper.runstate.record import load_run, worker_records
 from hopper.runstate.store import Store
 
@@ -112,7 +113,7 @@ class Incremental:
         record = records.get(batch_key)
         if record is not None:
             return str(record["worker"])
-        if lost_after is not None and time.time() > at + float(lost_after):
+        if lost_after is not None and record_module.clock() > at + float(lost_after):
             return str(LOST)
         return str(PENDING)
 

@@ -51,6 +51,8 @@ LEGACY_INCREMENTAL_KEY = "incremental.jsonl"
 RUNS = "runs/"
 # A worker result larger than this is cut in the ledger (and marked so).
 RESULT_LIMIT = 256 * 1024
+# The wall clock that decides when a pending batch is lost (tests move it on).
+clock = time.time
 # How many failures a report lists (the rest are counted), and keys of each.
 FAILURES_SHOWN = 50
 KEYS_SHOWN = 5
@@ -312,7 +314,7 @@ def batch_lines(
     document = document if document is not None else load_run(store, run_id) or {}
     tracked_by = document.get("tracked_by") or {}
     lost_after = tracked_by.get("lost_after")
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     records = worker_records(store, run_id) if tracked_by else {}
     segment = 0
     for line in ledger_lines(store, run_id):

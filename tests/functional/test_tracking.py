@@ -1,0 +1,297 @@
+"""Tracking event invokes to the worker's own result, on moto.
+
+moto stores a function's asynchronous invocation config but runs nothing and delivers no
+destination record: these tests write the records Lambda would send, in the documented shape,
+into moto's SQS queue themselves, built from the events moto's Lambda really received.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from hopper import RunConfig, run
+from hopper.cli import cli
+from hopper.runstate import record as record_module
+from hopper.runstate.record import list_runs, report
+from hopper.runstate.store import open_store
+
+from .conftest import Received
+
+KEYS = [f"datasets/{i:02}/part.csv" for i in range(12)]
+FAILING = {"datasets/03/part.csv", "datasets/07/part.csv"}
+
+
+class Queue:
+    def __init__(self, moto_session: Any) -> None:
+        self.sqs = moto_session.client("sqs")
+        self.url = self.sqs.create_queue(QueueName="hopper-results")["QueueUrl"]
+        self.arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+
+    def send(self, body: Any) -> None:
+        text = body if isinstance(body, str) else json.dumps(body)
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=text)
+
+    def left(self) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+
+def record(event: dict[str, Any], *, failed: bool) -> dict[str, Any]:
+    """What Lambda sends a destination for one async invocation of `event`."""
+    context = {
+        "requestId": "8f5f5b9a-xmpl-4c0e-93c1-7c1a8e5d0e11",
+        "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:worker:$LATEST",
+        "condition": "RetriesExhausted" if failed else "Success",
+        "approximateInvokeCount": 3 if failed else 1,
+    }
+    out: dict[str, Any] = {
+        "version": "1.0",
+        "timestamp": "2026-11-30T12:00:00.000Z",
+        "requestContext": context,
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+    }
+    if failed:
+        out["responseContext"]["functionError"] = "Unhandled"
+        out["responsePayload"] = {
+            "errorMessage": f"cannot parse {event['dataset_prefix']}",
+            "errorType": "ValueError",
+        }
+    else:
+        out["responsePayload"] = {"rows": 7}
+    return out
+
+
+@pytest.fixture
+def tracked(moto_session: Any, bucket: str, function: str) -> Queue:
+    """The worker's async config sends both outcomes to a queue, as `hopper deploy` sets up."""
+    s3 = moto_session.client("s3")
+    for key in KEYS:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"id\n1\n")
+    queue = Queue(moto_session)
+    moto_session.client("lambda").put_function_event_invoke_config(
+        FunctionName=function,
+        Qualifier="$LATEST",
+        MaximumRetryAttempts=2,
+        MaximumEventAgeInSeconds=3600,
+        DestinationConfig={
+            "OnSuccess": {"Destination": queue.arn},
+            "OnFailure": {"Destination": queue.arn},
+        },
+    )
+    return queue
+
+
+def cli_run(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+def tracked_run(tmp_path: Path, bucket: str, function: str, queue: Queue, **kw: Any) -> Any:
+    config = RunConfig(
+        source=f"s3://{bucket}",
+        target=function,
+        state=str(tmp_path / "state"),
+        results_queue=queue.url,
+        **kw,
+    )
+    return config
+
+
+def test_records_are_collected_into_the_run_and_retry_sends_what_failed(
+    tmp_path: Path,
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    tracked: Queue,
+) -> None:
+    config = tracked_run(tmp_path, bucket, function, tracked)
+    summary = run(config, session=moto_session)
+    assert summary.status == "succeeded" and summary.tracking
+    assert (summary.counts.dispatched, summary.counts.pending) == (12, 12)
+    events = received.to(function)
+    assert len(events) == 12
+    for event in events:
+        tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
+    # Lambda may deliver a record twice; a run this state does not know; not a record at all.
+    tracked.send(record(events[0], failed=False))
+    stranger = json.loads(json.dumps(events[1]))
+    stranger["hopper"]["run_id"] = "20200101T000000Z-000000"
+    tracked.send(record(stranger, failed=False))
+    tracked.send("this is not a destination record")
+
+    collected = cli_run("collect", "--state", config.state, "--json")
+    assert collected.exit_code == 0, collected.output
+    counts = json.loads(collected.stdout)
+    assert counts["received"] == 15 and counts["recorded"] == 13
+    assert (counts["orphaned"], counts["malformed"]) == (1, 1)
+    assert tracked.left() == 0  # every message deleted once stored (or dropped)
+
+    store = open_store(str(config.state))
+    document = report(store, summary.run_id)
+    assert (document["processed"], document["worker_failed"], document["pending"]) == (10, 2, 0)
+    assert document["status"] == "failed"
+    [listed] = list_runs(store)
+    assert (listed["processed"], listed["worker_failed"], listed["status"]) == (10, 2, "failed")
+
+    lines = cli_run("report", summary.run_id, "--state", config.state, "--results")
+    assert lines.exit_code == 0, lines.output
+    results = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert len(results) == 12
+    failed = {r["keys"][0]: r for r in results if r["status"] == "worker_failed"}
+    assert set(failed) == FAILING
+    assert failed["datasets/03/part.csv"]["error"] == "cannot parse datasets/03/part.csv"
+    assert all(r["result"] == {"rows": 7} for r in results if r["status"] == "processed")
+
+    before = len(received.to(function))
+    retried = cli_run("retry", summary.run_id, "--state", config.state, "--json")
+    assert retried.exit_code == 0, retried.output
+    again = [e["dataset_prefix"] for e in received.to(function)[before:]]
+    assert sorted(again) == sorted(FAILING)
+    assert json.loads(retried.stdout)["source"].endswith(f"(retry of {summary.run_id})")
+
+
+def test_a_batch_without_a_record_is_lost_in_time_and_sent_again(
+    tmp_path: Path,
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    tracked: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tracked_run(tmp_path, bucket, function, tracked)
+    summary = run(config, session=moto_session)
+    events = received.to(function)
+    silent = events[5]["dataset_prefix"]
+    for event in events:
+        if event["dataset_prefix"] != silent:
+            tracked.send(record(event, failed=False))
+    store = open_store(str(config.state))
+    assert cli_run("collect", "--state", config.state).exit_code == 0
+    assert report(store, summary.run_id)["pending"] == 1
+    # Past the event's age, three attempts of the worker's timeout, and the margin.
+    document = store.get(f"runs/{summary.run_id}/summary.json")
+    assert document is not None
+    lost_after = json.loads(document[0])["tracked_by"]["lost_after"]
+    assert lost_after == 3600 + 3 * 120 + 300
+    later = time.time() + lost_after + 1
+    monkeypatch.setattr(record_module, "clock", lambda: later)
+    after = report(store, summary.run_id)
+    assert (after["pending"], after["lost"], after["status"]) == (0, 1, "failed")
+    before = len(received.to(function))
+    retried = cli_run("retry", summary.run_id, "--state", config.state, "--json")
+    assert retried.exit_code == 0, retried.output
+    assert [e["dataset_prefix"] for e in received.to(function)[before:]] == [silent]
+
+
+def test_an_incremental_run_sends_again_exactly_what_its_workers_did_not_do(
+    tmp_path: Path,
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    tracked: Queue,
+) -> None:
+    config = tracked_run(tmp_path, bucket, function, tracked, incremental=True)
+    first = run(config, session=moto_session)
+    assert first.counts.pending == 12
+    # Nothing came back yet: the next run neither sends the pending items nor calls them done.
+    second = run(config, session=moto_session)
+    assert (second.counts.dispatched, second.counts.unchanged) == (0, 12)
+    for event in received.to(function):
+        tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
+    assert cli_run("collect", "--state", config.state).exit_code == 0
+    before = len(received.to(function))
+    third = run(config, session=moto_session)
+    assert sorted(e["dataset_prefix"] for e in received.to(function)[before:]) == sorted(FAILING)
+    assert third.counts.unchanged == 10
+
+
+def test_waiting_for_workers_collects_until_every_batch_has_its_outcome(
+    tmp_path: Path,
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    tracked: Queue,
+) -> None:
+    """A stand-in for Lambda's destination delivery: it sends each event's record to the
+    queue a moment after moto received the event."""
+    stop = threading.Event()
+
+    def deliver() -> None:
+        sent = 0
+        while not stop.is_set():
+            events = received.to(function)
+            for event in events[sent:]:
+                tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
+            sent = len(events)
+            time.sleep(0.2)
+
+    courier = threading.Thread(target=deliver, daemon=True)
+    courier.start()
+    try:
+        config = tracked_run(tmp_path, bucket, function, tracked, wait_for_workers=30)
+        summary = run(config, session=moto_session)
+    finally:
+        stop.set()
+        courier.join()
+    assert summary.waited
+    assert (summary.counts.processed, summary.counts.worker_failed) == (10, 2)
+    assert summary.counts.pending == 0
+    assert summary.status == "failed" and summary.exit_code == 1
+    assert {f["keys"][0] for f in summary.failures} == FAILING
+
+
+def test_a_worker_that_does_not_send_its_outcomes_to_the_queue_is_bad_input(
+    tmp_path: Path, moto_session: Any, bucket: str, function: str, received: Received
+) -> None:
+    queue = Queue(moto_session)
+    result = cli_run(
+        "run", f"s3://{bucket}", "--target", function, "--state", str(tmp_path / "state"),
+        "--results-queue", queue.url,
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "does not send OnSuccess and OnFailure records to" in line
+    assert "put-function-event-invoke-config" in line
+    assert received.to(function) == []
+
+
+def test_runs_and_report_collect_first_unless_told_not_to(
+    tmp_path: Path,
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    tracked: Queue,
+) -> None:
+    config = tracked_run(tmp_path, bucket, function, tracked)
+    summary = run(config, session=moto_session)
+    for event in received.to(function):
+        tracked.send(record(event, failed=False))
+    skipped = cli_run("runs", "--state", config.state, "--json", "--no-collect")
+    assert json.loads(skipped.stdout)[0]["pending"] == 12 and tracked.left() == 12
+    listed = cli_run("runs", "--state", config.state, "--json")
+    assert listed.exit_code == 0, listed.output
+    [doc] = json.loads(listed.stdout)
+    assert (doc["processed"], doc["pending"], doc["status"]) == (12, 0, "succeeded")
+    assert "collected 12 worker outcomes" in listed.stderr
+    shown = cli_run("report", summary.run_id, "--state", config.state)
+    assert shown.exit_code == 0, shown.output
+    assert any(line.split() == ["processed", "12"] for line in shown.stdout.splitlines())
