@@ -792,6 +792,28 @@ def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
 @click.option(
     "--max-failures", metavar="N|P%", help="Stop a run once more than N items (or P%) failed."
 )
+@click.option(
+    "--track/--no-track",
+    default=True,
+    show_default=True,
+    help="Learn each event invoke's own outcome: a results queue, and the worker's async "
+    "config sending both outcomes there.",
+)
+@click.option(
+    "--worker-retries",
+    default=2,
+    show_default=True,
+    type=int,
+    help="With --track: Lambda's retries of a failed worker invocation (0-2).",
+)
+@click.option(
+    "--max-event-age",
+    default=3600,
+    show_default=True,
+    type=int,
+    metavar="SECONDS",
+    help="With --track: how long an event may wait for the worker (60-21600).",
+)
 @_aws_options
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the stack outputs as one JSON document."
@@ -799,17 +821,22 @@ def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
 def deploy(
     source: str, target: str, schedule: str, schedule_disabled: bool, artifact_bucket: str | None,
     mode: str, batch_size: int, concurrency: int, invocation_type: str, memory: int, timeout: int,
-    max_hops: int, incremental: bool, max_failures: str | None, stack_name: str,
-    region: str | None, profile: str | None, as_json: bool,
+    max_hops: int, incremental: bool, max_failures: str | None, track: bool,
+    worker_retries: int, max_event_age: int, stack_name: str, region: str | None,
+    profile: str | None, as_json: bool,
 ) -> int:  # fmt: skip
-    """Package hopper, upload it, and create or update its stack; wait and print the outputs."""
+    """Package hopper, upload it, and create or update its stack; wait and print the outputs.
+
+    Exit code 0; 1 when the stack or an AWS call failed; 2 on bad input, nothing created.
+    """
     from hopper.deploy import DeployConfig
 
     config = DeployConfig(
         source=source, target=target, schedule=schedule, schedule_enabled=not schedule_disabled,
         stack_name=stack_name, artifact_bucket=artifact_bucket, mode=mode, batch_size=batch_size,
         concurrency=concurrency, invocation_type=invocation_type, memory=memory, timeout=timeout,
-        max_hops=max_hops, incremental=incremental, max_failures=max_failures,
+        max_hops=max_hops, incremental=incremental, max_failures=max_failures, track=track,
+        worker_retries=worker_retries, max_event_age=max_event_age,
     )  # fmt: skip
     outputs = _deployer(region, profile).deploy(config)
     _print_mapping(outputs, as_json)

@@ -96,6 +96,11 @@ class DeployConfig:
     max_hops: int = 100
     incremental: bool = False
     max_failures: str | None = None
+    # Track event invokes to the worker's own result (a results queue and the worker's async
+    # config, owned by the stack).
+    track: bool = True
+    worker_retries: int = 2
+    max_event_age: int = 3600
 
     def __post_init__(self) -> None:
         validate_stack_name(self.stack_name)
@@ -120,6 +125,8 @@ class DeployConfig:
             ("--batch-size", self.batch_size, 1, 10**6),
             ("--concurrency", self.concurrency, 1, 1000),
             ("--max-hops", self.max_hops, 0, 10**6),
+            ("--worker-retries", self.worker_retries, 0, 2),
+            ("--max-event-age", self.max_event_age, 60, 21600),
         ):
             if not low <= value <= high:
                 raise InvalidInput(f"{name} must be between {low} and {high}, got {value}")
@@ -136,7 +143,15 @@ class DeployConfig:
     def function(self) -> str:
         return self.target.removeprefix("lambda:")
 
-    def parameters(self, target_arn: str, artifact_bucket: str, key: str) -> list[dict[str, str]]:
+    @property
+    def tracked(self) -> bool:
+        """Tracking applies to event invokes; a synchronous one knows its outcome at once."""
+        return self.track and self.invocation_type == "event"
+
+    def parameters(
+        self, target_arn: str, artifact_bucket: str, key: str, worker_role: str = ""
+    ) -> list[dict[str, str]]:
+        unqualified, qualifier = _split_qualifier(target_arn)
         values = {
             "SourceBucket": self.bucket,
             "SourcePrefix": self.prefix,
@@ -154,8 +169,24 @@ class DeployConfig:
             "Timeout": str(self.timeout),
             "ArtifactBucket": artifact_bucket,
             "ArtifactKey": key,
+            "Track": "true" if self.tracked else "false",
+            "TargetFunctionName": unqualified,
+            "TargetQualifier": qualifier,
+            "WorkerRoleArn": worker_role,
+            "WorkerRetries": str(self.worker_retries),
+            "MaxEventAgeSeconds": str(self.max_event_age),
+            # Longer than one hopper invocation, which drains the queue.
+            "QueueVisibilitySeconds": str(self.timeout + 60),
         }
         return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
+
+
+def _split_qualifier(arn: str) -> tuple[str, str]:
+    """A function ARN without its qualifier, and the qualifier ($LATEST when none)."""
+    parts = arn.split(":")
+    if len(parts) == 8:
+        return ":".join(parts[:7]), parts[7]
+    return arn, "$LATEST"
 
 
 def _outputs(stack: dict[str, Any]) -> dict[str, str]:
@@ -201,12 +232,13 @@ class Deployer:
     def deploy(self, config: DeployConfig) -> dict[str, str]:
         """Upload the artifact, create or update the stack, wait, and return its outputs."""
         target_arn = self._function_arn(config.function)
+        stack = self._describe(config.stack_name)
+        worker_role = self._tracking_checked(config, stack) if config.tracked else ""
         bucket = config.artifact_bucket or config.bucket
         data, digest = build_artifact()
         key = artifact_key(config.stack_name, digest)
         self._upload(bucket, key, data)
         self.progress(f"artifact s3://{bucket}/{key} ({len(data)} bytes)")
-        stack = self._describe(config.stack_name)
         if stack is not None and stack["StackStatus"] == "ROLLBACK_COMPLETE":
             # A stack whose creation failed can only be deleted, then created again.
             self.progress(
@@ -218,7 +250,7 @@ class Deployer:
         arguments = {
             "StackName": config.stack_name,
             "TemplateBody": template_text(),
-            "Parameters": config.parameters(target_arn, bucket, key),
+            "Parameters": config.parameters(target_arn, bucket, key, worker_role),
             "Capabilities": ["CAPABILITY_IAM"],
         }
         since = time.time() - 5
@@ -243,6 +275,45 @@ class Deployer:
                 f"stack {config.stack_name} ended {final}: {self._failure_reasons(config.stack_name, since)}"
             )
         return self.outputs(config.stack_name)
+
+    def _tracking_checked(self, config: DeployConfig, stack: dict[str, Any] | None) -> str:
+        """Before anything is created: the worker exists, and no async config that hopper did
+        not create would be overwritten. Returns the worker's execution role, which Lambda
+        delivers its records with (the queue policy names it)."""
+        from hopper.runstate.tracking import destinations, function_and_qualifier
+
+        control = self._client("lambda")
+        function, qualifier = function_and_qualifier(config.function)
+        with aws_errors("GetFunctionConfiguration", f"function {config.function}"):
+            try:
+                role = str(control.get_function_configuration(FunctionName=function)["Role"])
+            except boto_errors() as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+                raise InvalidInput(
+                    f"the worker {config.function} does not exist: tracking sets up its "
+                    "asynchronous invocation config",
+                    hint="deploy the worker first, or pass --no-track",
+                ) from exc
+        existing = destinations(control, config.function)
+        ours = _outputs(stack).get("ResultsQueueArn") if stack is not None else None
+        if existing is not None and ours is None:
+            sent = existing.get("DestinationConfig") or {}
+            targets = [
+                f"{which} {sent[which]['Destination']}"
+                for which in ("OnSuccess", "OnFailure")
+                if (sent.get(which) or {}).get("Destination")
+            ]
+            raise InvalidInput(
+                f"the worker {function} ({qualifier}) already has an asynchronous invocation "
+                f"config{' sending ' + ' and '.join(targets) if targets else ''}, which hopper "
+                "did not create and will not overwrite",
+                hint=(
+                    "remove it (aws lambda delete-function-event-invoke-config --function-name "
+                    f"{function} --qualifier {qualifier}), or deploy with --no-track"
+                ),
+            )
+        return role
 
     def _function_arn(self, function: str) -> str:
         """The worker's ARN, for a policy that names exactly it.
@@ -368,6 +439,7 @@ class Deployer:
             "updated": str(stack.get("LastUpdatedTime") or stack.get("CreationTime")),
             "source": f"s3://{parameters.get('SourceBucket')}/{parameters.get('SourcePrefix') or ''}",
             "target": parameters.get("TargetFunctionArn"),
+            "tracking": outputs.get("ResultsQueueUrl") or "off",
             "outputs": outputs,
         }
         rule = outputs.get("RuleArn", "").rpartition("/")[2] or name

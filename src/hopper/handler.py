@@ -47,6 +47,7 @@ ENVIRONMENT = {
     "max_failures": "HOPPER_MAX_FAILURES",
     "transport": "HOPPER_TRANSPORT",
     "list_parallelism": "HOPPER_LIST_PARALLELISM",
+    "results_queue": "HOPPER_RESULTS_QUEUE",
 }
 MAX_HOPS_ENV = "HOPPER_MAX_HOPS"
 DEFAULT_MAX_HOPS = 100
@@ -104,6 +105,13 @@ def options_from_event(
     else:
         given = event
     options = {**defaults, **given}
+    tracked_worker = defaults.get("target")
+    if (
+        options.get("target") != tracked_worker
+        or options.get("invocation_type", "event") != "event"
+    ):
+        # The stack's results queue hears of the stack's own worker's event invokes only.
+        options.pop("results_queue", None)
     if "source" not in options:
         raise InvalidInput(f"Missing source: pass it in the event or set {ENVIRONMENT['source']}")
     if "target" not in options:
@@ -168,9 +176,13 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         run_options["start_after"] = continuation["cursor"]
     if continuation.get("run_id"):
         run_options["run_id"] = continuation["run_id"]
+    session = aws.make_session(lean=True)
+    collected = None
+    if hop == 0 and options.get("results_queue") and options.get("state"):
+        # Each tick first stores the outcomes the workers sent since the last one.
+        collected = _collect(context, session, options)
     run_options["deadline"] = _budget(context, environ)
     config = RunConfig.from_mapping(run_options)
-    session = aws.make_session(lean=True)
     log.info("hop %d: %s -> %s after %r", hop, config.source, config.target, config.start_after)
     try:
         summary = runner.run(config, session=session)
@@ -181,6 +193,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     result = summary.to_dict()
     result["hop"] = hop
     result["continued"] = False
+    if collected is not None:
+        result["collected"] = collected
     # Out of time with the listing not done: hand the cursor on, even from a hop that sent
     # nothing (it passed unchanged items; the cursor moved over them).
     handing_on = (
@@ -208,6 +222,31 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         result["continued"],
     )
     return result
+
+
+# Seconds each tick may spend draining the results queue, at most (and a quarter of its time).
+COLLECT_SECONDS = 20.0
+
+
+def _collect(context: Any, session: Any, options: dict[str, Any]) -> dict[str, Any]:
+    from hopper.runstate.store import open_store
+    from hopper.runstate.tracking import collect
+
+    remaining = float(context.get_remaining_time_in_millis()) / 1000.0
+    store = open_store(str(options["state"]), session=session)
+    done = collect(
+        store,
+        str(options["results_queue"]),
+        sqs=aws.client(session, "sqs"),
+        budget=min(COLLECT_SECONDS, remaining / 4),
+    )
+    log.info(
+        "collected %d worker outcomes (%d dropped) in %.1fs",
+        done.recorded,
+        done.orphaned + done.malformed,
+        done.seconds,
+    )
+    return done.to_dict()
 
 
 def _continue(

@@ -101,11 +101,17 @@ def test_deploy_creates_least_privilege_resources(
     iam = server_session.client("iam")
     role = outputs["RoleArn"].rpartition("/")[2]
     assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
-    [name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
-    document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
-    if isinstance(document, str):
-        # moto keeps an inline policy made by CloudFormation as the repr of a Python dict.
-        document = ast.literal_eval(unquote(document))
+    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    assert sorted(names) == ["hopper-collect-results", "hopper-least-privilege"]
+
+    def inline(name: str) -> Any:
+        document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        if isinstance(document, str):
+            # moto keeps an inline policy made by CloudFormation as the repr of a Python dict.
+            document = ast.literal_eval(unquote(document))
+        return document
+
+    document = inline("hopper-least-privilege")
     statements = {s["Sid"]: s for s in document["Statement"]}
     listing = statements["ListTheSourceBucket"]
     assert listing["Action"] == "s3:ListBucket"
@@ -124,6 +130,25 @@ def test_deploy_creates_least_privilege_resources(
     assert function["Handler"] == "hopper.handler.handler"
     assert function["Environment"]["Variables"]["HOPPER_SOURCE"] == "s3://source-bucket/datasets/"
     assert function["Environment"]["Variables"]["HOPPER_TARGET"] == worker_in_moto["worker_arn"]
+
+    # Tracking: the stack's queue, which only hopper's role may drain. (moto's CloudFormation
+    # skips the queue policy and the worker's async config; tests/e2e checks them where real.)
+    queue_url = outputs["ResultsQueueUrl"]
+    assert function["Environment"]["Variables"]["HOPPER_RESULTS_QUEUE"] == queue_url
+    attributes = server_session.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["All"]
+    )["Attributes"]
+    assert attributes["QueueArn"] == outputs["ResultsQueueArn"]
+    assert attributes["MessageRetentionPeriod"] == "1209600"
+    assert int(attributes["VisibilityTimeout"]) > 300  # longer than one hopper invocation
+    [collect] = inline("hopper-collect-results")["Statement"]
+    assert collect["Resource"] == outputs["ResultsQueueArn"]
+    assert sorted(collect["Action"]) == [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
 
     policy = json.loads(
         server_session.client("lambda").get_policy(FunctionName=outputs["FunctionName"])["Policy"]
@@ -260,6 +285,7 @@ def test_deploy_before_the_worker_exists_names_its_arn_and_warns(
             "later-worker",
             "--stack-name",
             STACK,
+            "--no-track",
             "--json",
         ],
     )
@@ -277,3 +303,38 @@ def test_an_arn_target_is_used_as_given(
     deployer(server_session).deploy(config(target=arn))
     function = server_session.client("lambda").get_function_configuration(FunctionName=STACK)
     assert function["Environment"]["Variables"]["HOPPER_TARGET"] == arn
+
+
+def test_tracking_needs_the_worker_and_never_overwrites_its_async_config(
+    server_session: Any, worker_in_moto: dict[str, str]
+) -> None:
+    missing = CliRunner().invoke(
+        cli, ["deploy", "--source", "s3://source-bucket", "--target", "later-worker",
+              "--stack-name", STACK],
+    )  # fmt: skip
+    assert missing.exit_code == 2, missing.output
+    assert "does not exist" in missing.stderr and "--no-track" in missing.stderr
+    sqs = server_session.client("sqs")
+    theirs = sqs.create_queue(QueueName="someone-elses")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=theirs, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    server_session.client("lambda").put_function_event_invoke_config(
+        FunctionName="worker",
+        Qualifier="$LATEST",
+        DestinationConfig={"OnFailure": {"Destination": arn}},
+    )
+    refused = CliRunner().invoke(
+        cli, ["deploy", "--source", "s3://source-bucket", "--target", "worker",
+              "--stack-name", STACK],
+    )  # fmt: skip
+    assert refused.exit_code == 2, refused.output
+    [line] = refused.stderr.strip().splitlines()
+    assert f"already has an asynchronous invocation config sending OnFailure {arn}" in line
+    assert "delete-function-event-invoke-config" in line
+    # Nothing was created: no stack, no artifact.
+    cfn = server_session.client("cloudformation")
+    assert all(s["StackName"] != STACK for s in cfn.list_stacks()["StackSummaries"])
+    assert "Contents" not in server_session.client("s3").list_objects_v2(
+        Bucket="source-bucket", Prefix=ARTIFACTS
+    )

@@ -94,3 +94,47 @@ def test_parameters_and_outputs(template: Any) -> None:
         "BatchSize", "Concurrency", "InvocationType", "MemorySize", "Timeout",
     }  # fmt: skip
     assert set(template["Outputs"]) >= {"FunctionName", "FunctionArn", "RuleArn", "RoleArn"}
+
+
+def test_tracking_owns_a_queue_the_worker_may_only_send_to_and_hopper_only_drain(
+    template: Any,
+) -> None:
+    resources = template["Resources"]
+    queue = resources["ResultsQueue"]
+    assert queue["Condition"] == "Tracking"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == 1209600
+    # Longer than one hopper invocation: deploy sets it from the timeout.
+    assert queue["Properties"]["VisibilityTimeout"] == {"Ref": "QueueVisibilitySeconds"}
+    [allow] = resources["ResultsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allow["Principal"] == {"AWS": {"Ref": "WorkerRoleArn"}}
+    assert allow["Action"] == "sqs:SendMessage"
+    assert allow["Resource"] == {"Fn::GetAtt": ["ResultsQueue", "Arn"]}
+    config = resources["WorkerInvokeConfig"]["Properties"]
+    assert config["Qualifier"] == {"Ref": "TargetQualifier"}
+    assert config["DestinationConfig"] == {
+        "OnSuccess": {"Destination": {"Fn::GetAtt": ["ResultsQueue", "Arn"]}},
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["ResultsQueue", "Arn"]}},
+    }
+    assert config["MaximumEventAgeInSeconds"] == {"Ref": "MaxEventAgeSeconds"}
+    collecting = resources["HopperCollectPolicy"]
+    assert collecting["Condition"] == "Tracking"
+    assert collecting["Properties"]["Roles"] == [{"Ref": "HopperRole"}]
+    [collect] = collecting["Properties"]["PolicyDocument"]["Statement"]
+    statements = [
+        collect,
+        *resources["HopperRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"],
+    ]
+    assert sorted(collect["Action"]) == [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
+    assert collect["Resource"] == {"Fn::GetAtt": ["ResultsQueue", "Arn"]}
+    sqs_anywhere = [s["Sid"] for s in statements if any("sqs:" in a for a in s["Action"])]
+    assert sqs_anywhere == ["CollectTheWorkersOutcomes"]
+    environment = resources["HopperFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["HOPPER_RESULTS_QUEUE"] == {
+        "Fn::If": ["Tracking", {"Ref": "ResultsQueue"}, ""]
+    }

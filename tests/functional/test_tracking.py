@@ -295,3 +295,39 @@ def test_runs_and_report_collect_first_unless_told_not_to(
     shown = cli_run("report", summary.run_id, "--state", config.state)
     assert shown.exit_code == 0, shown.output
     assert any(line.split() == ["processed", "12"] for line in shown.stdout.splitlines())
+
+
+def test_each_deployed_tick_first_collects_what_the_workers_sent(
+    tmp_path: Path,
+    moto_session: Any,
+    bucket: str,
+    function: str,
+    received: Received,
+    tracked: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hopper.handler import handler
+
+    from .test_handler import Context
+
+    state = f"s3://{bucket}/_hopper/state"
+    for name, value in {
+        "HOPPER_SOURCE": f"s3://{bucket}",
+        "HOPPER_TARGET": function,
+        "HOPPER_STATE": state,
+        "HOPPER_INCREMENTAL": "true",
+        "HOPPER_RESULTS_QUEUE": tracked.url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    first = handler({}, Context(60))
+    assert first["pending"] == 12 and first["tracking"] is True
+    assert first["collected"]["received"] == 0
+    for event in received.to(function):
+        tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
+    second = handler({}, Context(60))
+    assert second["collected"]["recorded"] == 12 and tracked.left() == 0
+    # The tick sent again exactly what its workers failed on.
+    assert second["dispatched"] == 2 and second["unchanged"] == 10
+    store = open_store(state)
+    first_run = next(r for r in list_runs(store) if r["run_id"] == first["run_id"])
+    assert (first_run["processed"], first_run["worker_failed"]) == (10, 2)
