@@ -49,6 +49,9 @@ def ministack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "S3_DATA_DIR": str(data / "s3"),
         "LOG_LEVEL": "WARNING",
+        # Lambda retries a failed async invocation after a minute, then two; here after
+        # 0.2 s and 0.4 s, so that failure records arrive within the test.
+        "LAMBDA_ASYNC_RETRY_BASE_SECONDS": "0.2",
     }
     for name in ("AWS_ENDPOINT_URL", "VIRTUAL_ENV", "PYTHONPATH"):
         env.pop(name, None)

@@ -140,3 +140,112 @@ def test_expressions_hopper_accepts_are_accepted_by_put_rule(ministack_session: 
         events.put_rule(Name="hopper-conformance", ScheduleExpression=expression, State="DISABLED")
         assert events.describe_rule(Name="hopper-conformance")["ScheduleExpression"] == expression
     events.delete_rule(Name="hopper-conformance")
+
+
+PICKY_WORKER = """
+import json, os
+import boto3
+
+def handler(event, context):
+    s3 = boto3.client("s3")
+    dataset = event["dataset_prefix"]
+    name = dataset.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        s3.head_object(Bucket=event["bucket"], Key="control/fail-" + name)
+    except Exception:
+        pass
+    else:
+        raise ValueError("cannot read " + dataset)
+    s3.put_object(
+        Bucket=event["bucket"],
+        Key="picky/" + name + "/" + context.aws_request_id,
+        Body=json.dumps({"key": dataset, "run_id": event["hopper"]["run_id"]}).encode(),
+    )
+    return {"dataset": dataset}
+"""
+
+
+def test_a_worker_failure_reaches_the_ledger_and_retry_sends_only_it(
+    ministack_session: Any,
+) -> None:
+    """Tracking where it is real: ministack's CloudFormation creates the results queue, its
+    policy and the worker's async config; its Lambda retries a failing async invocation and
+    delivers the OnFailure record to the queue.
+
+    Emulator gap, ministack 1.5.33: it never delivers OnSuccess records, so the datasets the
+    worker processed stay pending here (on AWS their Success records arrive too). The
+    success path of collect is tested on moto, with records written as Lambda sends them.
+    """
+    import io
+    import zipfile
+
+    started = time.monotonic()
+    bucket, worker, stack = "e2e-track", "picky-worker", "hopper-track"
+    datasets = make_world(ministack_session, bucket, worker, "unused/")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("worker.py", PICKY_WORKER)
+    lam = ministack_session.client("lambda")
+    lam.update_function_code(FunctionName=worker, ZipFile=buffer.getvalue())
+    s3 = ministack_session.client("s3")
+    s3.put_object(Bucket=bucket, Key="control/fail-inventory", Body=b"")
+
+    deployed = hopper(
+        "deploy", "--source", f"s3://{bucket}/datasets", "--target", worker, "--mode", "prefixes",
+        "--stack-name", stack, "--schedule-disabled", "--json",
+    )  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    outputs = json.loads(deployed.stdout)
+    queue_arn = outputs["ResultsQueueArn"]
+    # What moto's CloudFormation skips, checked where it is real.
+    config = lam.get_function_event_invoke_config(FunctionName=worker, Qualifier="$LATEST")
+    assert config["DestinationConfig"]["OnSuccess"]["Destination"] == queue_arn
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
+    policy = json.loads(
+        ministack_session.client("sqs").get_queue_attributes(
+            QueueUrl=outputs["ResultsQueueUrl"], AttributeNames=["Policy"]
+        )["Attributes"]["Policy"]
+    )
+    [allow] = policy["Statement"]
+    worker_role = lam.get_function_configuration(FunctionName=worker)["Role"]
+    assert allow["Principal"] == {"AWS": worker_role} and allow["Action"] == "sqs:SendMessage"
+
+    invoked = hopper("invoke", "--stack-name", stack, "--json")
+    assert invoked.exit_code == 0, invoked.output
+    summary = json.loads(invoked.stdout)
+    assert summary["dispatched"] == len(datasets) and summary["pending"] == len(datasets)
+    run_id = summary["run_id"]
+    state = f"s3://{bucket}/_hopper/state"
+
+    deadline = time.monotonic() + 60
+    document: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        collected = hopper("collect", "--state", state, "--json")
+        assert collected.exit_code == 0, collected.output
+        document = json.loads(hopper("report", run_id, "--state", state, "--json").stdout)
+        if document["worker_failed"]:
+            break
+        time.sleep(1)
+    assert document["worker_failed"] == 1, document
+    [failure] = document["failures"]
+    assert failure["keys"] == ["datasets/inventory/"] and failure["status"] == "worker_failed"
+    assert failure["error"] == "cannot read datasets/inventory/"
+    assert document["status"] == "failed"
+    assert document["pending"] == len(datasets) - 1  # the OnSuccess gap, above
+    print(f"\nworker failure record collected {time.monotonic() - started:.1f}s after start")
+
+    s3.delete_object(Bucket=bucket, Key="control/fail-inventory")
+    retried = hopper("retry", run_id, "--state", state, "--json")
+    assert retried.exit_code == 0, retried.output
+    again = json.loads(retried.stdout)
+    assert again["selected"] == again["dispatched"] == 1
+    found = wait_for_markers(ministack_session, bucket, "picky/inventory/", 1, timeout=30)
+    assert [m["key"] for m in found] == ["datasets/inventory/"]
+    assert {m["run_id"] for m in found} == {again["run_id"]}
+
+    destroyed = hopper("destroy", "--stack-name", stack)
+    assert destroyed.exit_code == 0, destroyed.output
+    # The stack took its async config with it: the worker is as it was before deploy.
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_event_invoke_config(FunctionName=worker, Qualifier="$LATEST")
+    print(f"e2e tracking on ministack: {time.monotonic() - started:.1f}s")

@@ -401,3 +401,23 @@ def test_ctrl_c_stops_a_run_without_state_after_the_batches_in_flight(tmp_path: 
     assert doc["failed"] == 0 and 0 < doc["dispatched"] < 200
     assert doc["cursor"] is not None
     assert "stopping after the batches in flight" in stderr
+
+
+def test_text_output_prints_every_result_as_it_arrives(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for i in range(40):
+        (data / f"set-{i:02}").mkdir(parents=True)
+        (data / f"set-{i:02}" / "rows.csv").write_text("a\n1\n")
+    worker = tmp_path / "w.py"
+    worker.write_text("def handler(event, context):\n    return {'n': len(event['items'])}\n")
+    result = invoke("run", str(data), "--mode", "prefixes", "--target", f"{worker}:handler")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "\t" in line and "{" in line]
+    assert sorted(line.split("\t")[0] for line in lines) == [f"set-{i:02}/" for i in range(40)]
+    doc = json.loads(
+        invoke(
+            "run", str(data), "--mode", "prefixes", "--target", f"{worker}:handler", "--json"
+        ).stdout
+    )
+    # The JSON summary keeps 20 and says how many it left out.
+    assert len(doc["results"]) == 20 and doc["results_omitted"] == 20

@@ -221,3 +221,14 @@ def test_incremental_leaves_a_pending_item_alone_until_its_record_comes() -> Non
     entries = [json.loads(line) for line in store.lines(key)]
     assert [(e["k"], "p" in e) for e in entries] == [("k0", False), ("k2", True)]
     incremental.close()
+
+
+def test_a_result_over_256_kb_is_cut_and_marked() -> None:
+    from hopper.runstate.record import RESULT_LIMIT, kept_result
+
+    assert kept_result({"rows": 7}) == {"result": {"rows": 7}}
+    big = {"blob": "é" * RESULT_LIMIT}
+    kept = kept_result(big)
+    assert kept["result_cut"] == len(json.dumps(big, ensure_ascii=False).encode())
+    assert isinstance(kept["result"], str)
+    assert len(kept["result"].encode()) <= RESULT_LIMIT
