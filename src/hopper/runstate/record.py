@@ -149,19 +149,20 @@ class RunRecord:
         self._ledger = self.store.log(_run_key(self.run_id, "ledger"))
 
     def record(self, outcome: Outcome) -> None:
-        line = {
+        line: dict[str, Any] = {
             "batch": outcome.batch.index,
             "status": outcome.status,
-            "worker": outcome.worker,
             "attempts": outcome.attempts,
-            "request_id": outcome.request_id,
-            "error_type": outcome.error_type,
-            "error": outcome.error,
             # Matches a destination record to this batch: its event carried the same key.
             "key": idempotency_key(self.run_id, outcome.batch),
             "at": round(time.time(), 3),
-            "items": [item.to_event() for item in outcome.batch.items],
         }
+        # What is unknown or empty is left out: a ledger holds a line per batch.
+        for name in ("worker", "request_id", "error_type", "error"):
+            value = getattr(outcome, name)
+            if value is not None:
+                line[name] = value
+        line["items"] = [item.to_event() for item in outcome.batch.items]
         if outcome.result is not None:
             line.update(kept_result(outcome.result))
         self._line(line)
