@@ -859,35 +859,89 @@ def status(stack_name: str, region: str | None, profile: str | None, as_json: bo
 @cli.command(name="invoke")
 @_aws_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as one JSON document.")
-def invoke_(stack_name: str, region: str | None, profile: str | None, as_json: bool) -> int:
-    """Run the deployed hopper now, synchronously, and print its summary."""
+@click.option(
+    "--wait-for-workers",
+    type=float,
+    metavar="SECONDS",
+    help="Then wait this long, collecting, for every tracked batch's outcome; the exit code "
+    "then counts the workers' failures and what is still pending.",
+)
+def invoke_(
+    stack_name: str,
+    region: str | None,
+    profile: str | None,
+    as_json: bool,
+    wait_for_workers: float | None,
+) -> int:
+    """Run the deployed hopper now, synchronously, and print its summary.
+
+    Exit code 0, 1 when the run failed (or, waiting, a worker failed or is still pending), 2
+    on bad input.
+    """
     from hopper.deploy import validate_stack_name
 
     validate_stack_name(stack_name)
-    summary = _deployer(region, profile).invoke(stack_name)
+    deployer = _deployer(region, profile)
+    summary = deployer.invoke(stack_name)
+    if wait_for_workers is not None:
+        _wait_for_deployed_workers(deployer, stack_name, summary, wait_for_workers)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
         keys = (
-            "run_id",
-            "status",
-            "listed",
-            "selected",
-            "dispatched",
-            "failed",
-            "not_dispatched",
-            "duration_s",
-            "continued",
-        )
-        _print_mapping({key: summary.get(key) for key in keys}, False)
+            "run_id", "status", "listed", "selected", "unchanged", "dispatched", "failed",
+            "not_dispatched", "processed", "worker_failed", "pending", "lost", "tracking",
+            "duration_s", "continued",
+        )  # fmt: skip
+        _print_mapping({key: summary.get(key) for key in keys if key in summary}, False)
         for failure in summary.get("failures", []):
             click.echo(
-                f"FAILED batch {failure['batch']} {failure['keys']}: {failure['error_type']}: {failure['error']}"
+                f"{str(failure['status']).upper()} batch {failure['batch']} {failure['keys']}: "
+                f"{failure['error_type']}: {failure['error']}"
             )
-    return (
-        0
-        if summary.get("status") in ("succeeded", "incomplete") and not summary.get("failed")
-        else 1
+    failed = any(summary.get(key) for key in ("failed", "worker_failed", "lost"))
+    if summary.get("waited") and summary.get("pending"):
+        failed = True
+    return 0 if summary.get("status") in ("succeeded", "incomplete") and not failed else 1
+
+
+def _wait_for_deployed_workers(
+    deployer: Any, stack_name: str, summary: dict[str, Any], seconds: float
+) -> None:
+    """Collect the stack's results queue into its state until the invoked run has no batch
+    pending, or `seconds` pass; the summary then carries the workers' outcomes."""
+    import time
+
+    from hopper import aws
+    from hopper.runstate.record import refresh
+    from hopper.runstate.store import open_store
+    from hopper.runstate.tracking import collect
+
+    status = deployer.status(stack_name)
+    queue = status.get("outputs", {}).get("ResultsQueueUrl")
+    state = status.get("function", {}).get("Environment", {}).get("HOPPER_STATE")
+    if not queue or not state:
+        raise click.UsageError(
+            f"--wait-for-workers: stack {stack_name} does not track its workers "
+            "(deployed with --no-track)"
+        )
+    session = deployer.session
+    store = open_store(state, session=session)
+    sqs = aws.client(session, "sqs")
+    deadline = time.monotonic() + seconds
+    while True:
+        collect(store, queue, sqs=sqs, budget=max(1.0, min(5.0, deadline - time.monotonic())))
+        document = refresh(store, str(summary["run_id"]))
+        if not document["pending"] or time.monotonic() >= deadline:
+            break
+    for key in ("dispatched", "failed", "not_dispatched", "processed", "worker_failed"):
+        summary[key] = document[key]
+    summary.update(
+        pending=document["pending"],
+        lost=document["lost"],
+        status=document["status"],
+        failures=document["failures"],
+        waited=True,
     )
 
 

@@ -216,7 +216,7 @@ class Deployer:
         max_wait_seconds: float = 1800.0,
         progress: Progress | None = None,
     ) -> None:
-        self._session = session
+        self.session = session
         self._clients: dict[str, Any] = {}
         self.poll_seconds = poll_seconds
         self.max_wait_seconds = max_wait_seconds
@@ -224,7 +224,7 @@ class Deployer:
 
     def _client(self, service: str) -> Any:
         if service not in self._clients:
-            self._clients[service] = aws.client(self._session, service)
+            self._clients[service] = aws.client(self.session, service)
         return self._clients[service]
 
     # ----------------------------------------------------------------------------- deploy
@@ -486,7 +486,7 @@ class Deployer:
                 control.get_function_configuration(FunctionName=function).get("Timeout", 300)
             )
         # Wait as long as the function may run, and never send it twice (boto3 #883).
-        client = aws.client(self._session, "lambda", max_attempts=1, read_timeout=timeout + 30)
+        client = aws.client(self.session, "lambda", max_attempts=1, read_timeout=timeout + 30)
         with aws_errors("Invoke", f"function {function}"):
             response = client.invoke(
                 FunctionName=function,
