@@ -465,3 +465,32 @@ def test_a_second_ctrl_c_aborts_and_what_it_cut_short_is_sent_again(tmp_path: Pa
     ledger = _interrupt_then_resume(world, names, ctrl_cs=2)
     cut_short = {key for f in ledger["failures"] for key in f["keys"]}
     assert cut_short & set(slow), ledger["failures"]
+
+
+def test_a_resumed_run_counts_the_failures_of_its_earlier_segments(world: World) -> None:
+    import threading
+
+    names = [f"f{i:03}.txt" for i in range(30)]
+    world.files(names)
+    world.failing("f001.txt")
+    stop = threading.Event()
+
+    def stop_after_five(summary: Any) -> None:
+        if summary.counts.dispatched >= 5:
+            stop.set()
+
+    first = run_with_state(world.config(sleep=0.05), stop=stop, hooks=OnProgress(stop_after_five))
+    assert first.stopped == "interrupted" and first.counts.worker_failed == 1
+    world.failing()
+    second = run_with_state(world.config(sleep=0.05))
+    assert second.run_id == first.run_id and second.segments == 2
+    # The second segment failed nothing, but the run did: its summary says so.
+    assert second.status == "failed" and second.exit_code == 1
+    assert (second.counts.worker_failed, second.counts.processed) == (1, 29)
+    assert second.counts.dispatched == 30 and second.counts.not_dispatched == 0
+    store = open_store(world.state)
+    [listed] = list_runs(store)
+    document = report(store, first.run_id)
+    for view in (listed, document):
+        assert (view["status"], view["worker_failed"], view["processed"]) == ("failed", 1, 29)
+    assert [f["keys"] for f in second.failures] == [["f001.txt"]]
