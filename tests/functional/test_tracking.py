@@ -100,55 +100,76 @@ def cli_run(*args: str) -> Any:
     return CliRunner().invoke(cli, list(args))
 
 
-def tracked_run(tmp_path: Path, bucket: str, function: str, queue: Queue, **kw: Any) -> Any:
-    config = RunConfig(
-        source=f"s3://{bucket}",
-        target=function,
-        state=str(tmp_path / "state"),
-        results_queue=queue.url,
-        **kw,
-    )
-    return config
+class Setup:
+    """A bucket of KEYS, a worker whose async config sends both outcomes to `queue`, what
+    moto's Lambda received, and a state folder."""
+
+    def __init__(
+        self, tmp_path: Path, session: Any, bucket: str, function: str, received: Received,
+        queue: Queue,
+    ) -> None:  # fmt: skip
+        self.session = session
+        self.bucket = bucket
+        self.function = function
+        self.received = received
+        self.queue = queue
+        self.state = str(tmp_path / "state")
+
+    def config(self, **options: Any) -> RunConfig:
+        return RunConfig(
+            source=f"s3://{self.bucket}",
+            target=self.function,
+            state=self.state,
+            results_queue=self.queue.url,
+            **options,
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.received.to(self.function)
+
+    def answer(self, events: list[dict[str, Any]] | None = None) -> None:
+        """Send the record of each event (all received so far): a failure for FAILING."""
+        for event in self.events() if events is None else events:
+            self.queue.send(record(event, failed=event["dataset_prefix"] in FAILING))
 
 
-def test_records_are_collected_into_the_run_and_retry_sends_what_failed(
-    tmp_path: Path,
-    moto_session: Any,
-    bucket: str,
-    function: str,
-    received: Received,
+@pytest.fixture
+def setup(
+    tmp_path: Path, moto_session: Any, bucket: str, function: str, received: Received,
     tracked: Queue,
-) -> None:
-    config = tracked_run(tmp_path, bucket, function, tracked)
-    summary = run(config, session=moto_session)
+) -> Setup:  # fmt: skip
+    return Setup(tmp_path, moto_session, bucket, function, received, tracked)
+
+
+def test_records_are_collected_into_the_run_and_retry_sends_what_failed(setup: Setup) -> None:
+    summary = run(setup.config(), session=setup.session)
     assert summary.status == "succeeded" and summary.tracking
     assert (summary.counts.dispatched, summary.counts.pending) == (12, 12)
-    events = received.to(function)
+    events = setup.events()
     assert len(events) == 12
-    for event in events:
-        tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
+    setup.answer()
     # Lambda may deliver a record twice; a run this state does not know; not a record at all.
-    tracked.send(record(events[0], failed=False))
+    setup.queue.send(record(events[0], failed=False))
     stranger = json.loads(json.dumps(events[1]))
     stranger["hopper"]["run_id"] = "20200101T000000Z-000000"
-    tracked.send(record(stranger, failed=False))
-    tracked.send("this is not a destination record")
+    setup.queue.send(record(stranger, failed=False))
+    setup.queue.send("this is not a destination record")
 
-    collected = cli_run("collect", "--state", config.state, "--json")
+    collected = cli_run("collect", "--state", setup.state, "--json")
     assert collected.exit_code == 0, collected.output
     counts = json.loads(collected.stdout)
     assert counts["received"] == 15 and counts["recorded"] == 13
     assert (counts["orphaned"], counts["malformed"]) == (1, 1)
-    assert tracked.left() == 0  # every message deleted once stored (or dropped)
+    assert setup.queue.left() == 0  # every message deleted once stored (or dropped)
 
-    store = open_store(str(config.state))
+    store = open_store(setup.state)
     document = report(store, summary.run_id)
     assert (document["processed"], document["worker_failed"], document["pending"]) == (10, 2, 0)
     assert document["status"] == "failed"
     [listed] = list_runs(store)
     assert (listed["processed"], listed["worker_failed"], listed["status"]) == (10, 2, "failed")
 
-    lines = cli_run("report", summary.run_id, "--state", config.state, "--results")
+    lines = cli_run("report", summary.run_id, "--state", setup.state, "--results")
     assert lines.exit_code == 0, lines.output
     results = [json.loads(line) for line in lines.stdout.splitlines()]
     assert len(results) == 12
@@ -157,32 +178,25 @@ def test_records_are_collected_into_the_run_and_retry_sends_what_failed(
     assert failed["datasets/03/part.csv"]["error"] == "cannot parse datasets/03/part.csv"
     assert all(r["result"] == {"rows": 7} for r in results if r["status"] == "processed")
 
-    before = len(received.to(function))
-    retried = cli_run("retry", summary.run_id, "--state", config.state, "--json")
+    before = len(setup.events())
+    retried = cli_run("retry", summary.run_id, "--state", setup.state, "--json")
     assert retried.exit_code == 0, retried.output
-    again = [e["dataset_prefix"] for e in received.to(function)[before:]]
+    again = [e["dataset_prefix"] for e in setup.events()[before:]]
     assert sorted(again) == sorted(FAILING)
     assert json.loads(retried.stdout)["source"].endswith(f"(retry of {summary.run_id})")
 
 
 def test_a_batch_without_a_record_is_lost_in_time_and_sent_again(
-    tmp_path: Path,
-    moto_session: Any,
-    bucket: str,
-    function: str,
-    received: Received,
-    tracked: Queue,
-    monkeypatch: pytest.MonkeyPatch,
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tracked_run(tmp_path, bucket, function, tracked)
-    summary = run(config, session=moto_session)
-    events = received.to(function)
+    summary = run(setup.config(), session=setup.session)
+    events = setup.events()
     silent = events[5]["dataset_prefix"]
     for event in events:
         if event["dataset_prefix"] != silent:
-            tracked.send(record(event, failed=False))
-    store = open_store(str(config.state))
-    assert cli_run("collect", "--state", config.state).exit_code == 0
+            setup.queue.send(record(event, failed=False))
+    store = open_store(setup.state)
+    assert cli_run("collect", "--state", setup.state).exit_code == 0
     assert report(store, summary.run_id)["pending"] == 1
     # Past the event's age, three attempts of the worker's timeout, and the margin.
     document = store.get(f"runs/{summary.run_id}/summary.json")
@@ -193,43 +207,30 @@ def test_a_batch_without_a_record_is_lost_in_time_and_sent_again(
     monkeypatch.setattr(record_module, "clock", lambda: later)
     after = report(store, summary.run_id)
     assert (after["pending"], after["lost"], after["status"]) == (0, 1, "failed")
-    before = len(received.to(function))
-    retried = cli_run("retry", summary.run_id, "--state", config.state, "--json")
+    before = len(setup.events())
+    retried = cli_run("retry", summary.run_id, "--state", setup.state, "--json")
     assert retried.exit_code == 0, retried.output
-    assert [e["dataset_prefix"] for e in received.to(function)[before:]] == [silent]
+    assert [e["dataset_prefix"] for e in setup.events()[before:]] == [silent]
 
 
 def test_an_incremental_run_sends_again_exactly_what_its_workers_did_not_do(
-    tmp_path: Path,
-    moto_session: Any,
-    bucket: str,
-    function: str,
-    received: Received,
-    tracked: Queue,
+    setup: Setup,
 ) -> None:
-    config = tracked_run(tmp_path, bucket, function, tracked, incremental=True)
-    first = run(config, session=moto_session)
+    config = setup.config(incremental=True)
+    first = run(config, session=setup.session)
     assert first.counts.pending == 12
     # Nothing came back yet: the next run neither sends the pending items nor calls them done.
-    second = run(config, session=moto_session)
+    second = run(config, session=setup.session)
     assert (second.counts.dispatched, second.counts.unchanged) == (0, 12)
-    for event in received.to(function):
-        tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
-    assert cli_run("collect", "--state", config.state).exit_code == 0
-    before = len(received.to(function))
-    third = run(config, session=moto_session)
-    assert sorted(e["dataset_prefix"] for e in received.to(function)[before:]) == sorted(FAILING)
+    setup.answer()
+    assert cli_run("collect", "--state", setup.state).exit_code == 0
+    before = len(setup.events())
+    third = run(config, session=setup.session)
+    assert sorted(e["dataset_prefix"] for e in setup.events()[before:]) == sorted(FAILING)
     assert third.counts.unchanged == 10
 
 
-def test_waiting_for_workers_collects_until_every_batch_has_its_outcome(
-    tmp_path: Path,
-    moto_session: Any,
-    bucket: str,
-    function: str,
-    received: Received,
-    tracked: Queue,
-) -> None:
+def test_waiting_for_workers_collects_until_every_batch_has_its_outcome(setup: Setup) -> None:
     """A stand-in for Lambda's destination delivery: it sends each event's record to the
     queue a moment after moto received the event."""
     stop = threading.Event()
@@ -237,17 +238,15 @@ def test_waiting_for_workers_collects_until_every_batch_has_its_outcome(
     def deliver() -> None:
         sent = 0
         while not stop.is_set():
-            events = received.to(function)
-            for event in events[sent:]:
-                tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
+            events = setup.events()
+            setup.answer(events[sent:])
             sent = len(events)
             time.sleep(0.2)
 
     courier = threading.Thread(target=deliver, daemon=True)
     courier.start()
     try:
-        config = tracked_run(tmp_path, bucket, function, tracked, wait_for_workers=30)
-        summary = run(config, session=moto_session)
+        summary = run(setup.config(wait_for_workers=30), session=setup.session)
     finally:
         stop.set()
         courier.join()
@@ -273,59 +272,44 @@ def test_a_worker_that_does_not_send_its_outcomes_to_the_queue_is_bad_input(
     assert received.to(function) == []
 
 
-def test_runs_and_report_collect_first_unless_told_not_to(
-    tmp_path: Path,
-    moto_session: Any,
-    bucket: str,
-    function: str,
-    received: Received,
-    tracked: Queue,
-) -> None:
-    config = tracked_run(tmp_path, bucket, function, tracked)
-    summary = run(config, session=moto_session)
-    for event in received.to(function):
-        tracked.send(record(event, failed=False))
-    skipped = cli_run("runs", "--state", config.state, "--json", "--no-collect")
-    assert json.loads(skipped.stdout)[0]["pending"] == 12 and tracked.left() == 12
-    listed = cli_run("runs", "--state", config.state, "--json")
+def test_runs_and_report_collect_first_unless_told_not_to(setup: Setup) -> None:
+    summary = run(setup.config(), session=setup.session)
+    for event in setup.events():
+        setup.queue.send(record(event, failed=False))
+    skipped = cli_run("runs", "--state", setup.state, "--json", "--no-collect")
+    assert json.loads(skipped.stdout)[0]["pending"] == 12 and setup.queue.left() == 12
+    listed = cli_run("runs", "--state", setup.state, "--json")
     assert listed.exit_code == 0, listed.output
     [doc] = json.loads(listed.stdout)
     assert (doc["processed"], doc["pending"], doc["status"]) == (12, 0, "succeeded")
     assert "collected 12 worker outcomes" in listed.stderr
-    shown = cli_run("report", summary.run_id, "--state", config.state)
+    shown = cli_run("report", summary.run_id, "--state", setup.state)
     assert shown.exit_code == 0, shown.output
     assert any(line.split() == ["processed", "12"] for line in shown.stdout.splitlines())
 
 
 def test_each_deployed_tick_first_collects_what_the_workers_sent(
-    tmp_path: Path,
-    moto_session: Any,
-    bucket: str,
-    function: str,
-    received: Received,
-    tracked: Queue,
-    monkeypatch: pytest.MonkeyPatch,
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hopper.handler import handler
 
     from .test_handler import Context
 
-    state = f"s3://{bucket}/_hopper/state"
+    state = f"s3://{setup.bucket}/_hopper/state"
     for name, value in {
-        "HOPPER_SOURCE": f"s3://{bucket}",
-        "HOPPER_TARGET": function,
+        "HOPPER_SOURCE": f"s3://{setup.bucket}",
+        "HOPPER_TARGET": setup.function,
         "HOPPER_STATE": state,
         "HOPPER_INCREMENTAL": "true",
-        "HOPPER_RESULTS_QUEUE": tracked.url,
+        "HOPPER_RESULTS_QUEUE": setup.queue.url,
     }.items():
         monkeypatch.setenv(name, value)
     first = handler({}, Context(60))
     assert first["pending"] == 12 and first["tracking"] is True
     assert first["collected"]["received"] == 0
-    for event in received.to(function):
-        tracked.send(record(event, failed=event["dataset_prefix"] in FAILING))
+    setup.answer()
     second = handler({}, Context(60))
-    assert second["collected"]["recorded"] == 12 and tracked.left() == 0
+    assert second["collected"]["recorded"] == 12 and setup.queue.left() == 0
     # The tick sent again exactly what its workers failed on.
     assert second["dispatched"] == 2 and second["unchanged"] == 10
     store = open_store(state)
