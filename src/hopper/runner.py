@@ -1,6 +1,9 @@
-"""hopper.run and hopper.plan: the one way to run, and to plan. With config.state set, the run keeps its state there
-(lease, ledger, checkpoint, resume, incremental: hopper.runstate.run); without, it is the
-engine's run alone. The CLI, the Lambda handler and library users all come through here."""
+"""hopper.run and hopper.plan: the one way to run, and to plan.
+
+With config.state set, a run keeps its state there (lease, ledger, checkpoint, resume,
+incremental, tracking: hopper.runstate.run); without, it is the engine's run alone. The CLI,
+the Lambda handler and library users all come through here.
+"""
 
 from __future__ import annotations
 

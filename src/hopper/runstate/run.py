@@ -155,6 +155,8 @@ def run_with_state(
             raise InvalidInput(f"--state {config.state} is the source itself; keep the state apart")
         hide = (inside,) if inside else ()
         extra: dict[str, Any] = {}
+        # A later segment of a run already recorded: how it began, if it is one.
+        segment: str | None = None
         active = active_run(store)
         if retry_of is not None:
             previous = load_run(store, retry_of)
@@ -169,10 +171,11 @@ def run_with_state(
             run_id = str(active["run_id"])
             config = dataclasses.replace(config, start_after=run_cursor(store, run_id))
             extra["resumed"] = True
+            segment = "resumed"
             log.warning("resuming run %s after %r", run_id, config.start_after)
         elif config.run_id is not None and load_run(store, config.run_id) is not None:
             # The Lambda handler's next hop of this run, after the cursor it was handed.
-            extra["continued"] = True
+            segment = "continued"
         elif active:
             log.warning(
                 "run %s of another job did not finish; starting afresh", active.get("run_id")
@@ -180,13 +183,6 @@ def run_with_state(
         config = dataclasses.replace(config, run_id=run_id)
         lease.run_id = run_id
         record = RunRecord(store, run_id)
-        segment = (
-            "resumed"
-            if extra.get("resumed")
-            else "continued"
-            if extra.pop("continued", False)
-            else None
-        )
         if segment is not None:
             previous = load_run(store, run_id) or {}
             extra["segments"] = int(previous.get("segments", 1)) + 1
@@ -201,11 +197,12 @@ def run_with_state(
         summary.segments = int(extra.get("segments", 1))
         if summary.segments > 1 and not _unfinished(summary):
             summary.adopt(refresh(store, run_id))
-        if tracking is not None and config.wait_for_workers:
-            _wait_for_workers(store, run_id, summary, tracking, config.wait_for_workers, session)
-        return summary
     finally:
         lease.release()
+    if tracking is not None and config.wait_for_workers:
+        # Waiting needs no lease: the next run may start meanwhile.
+        _wait_for_workers(store, run_id, summary, tracking, config.wait_for_workers, session)
+    return summary
 
 
 def _run(
