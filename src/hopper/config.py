@@ -12,7 +12,6 @@ from typing import Any
 
 from hopper.errors import InvalidInput
 from hopper.event import RESERVED_FIELDS
-from hopper.threshold import parse_threshold
 
 MODES = ("objects", "prefixes")
 INVOCATION_TYPES = ("event", "request-response")
@@ -159,6 +158,8 @@ class RunConfig:
                     "--wait-for-workers needs --results-queue: that is where the outcomes arrive"
                 )
         if self.max_failures is not None:
+            from hopper.threshold import parse_threshold
+
             parse_threshold(self.max_failures)
         for pattern in (*self.include, *self.exclude):
             if not pattern:

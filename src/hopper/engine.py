@@ -13,13 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hopper.batching import EventSizer, Oversize, Passed, make_batches
 from hopper.config import RunConfig
 from hopper.dispatch import Dispatcher
-from hopper.dispatch_loop import LoopDispatcher
-from hopper.dispatch_threads import ThreadDispatcher
 from hopper.errors import InvalidInput
 from hopper.event import EventRecipe
 from hopper.items import (
@@ -39,7 +37,9 @@ from hopper.sources import STATE_PREFIX, Datasets, Source, parse_source
 from hopper.summary import SHOW, PlanSummary, RunSummary
 from hopper.target import Multiplexing, Target
 from hopper.targets import parse_target
-from hopper.threshold import Threshold
+
+if TYPE_CHECKING:
+    from hopper.threshold import Threshold
 
 
 class RunHooks:
@@ -206,13 +206,38 @@ class Cursor:
                 self._passed[step.after] = step.key
 
 
+class _NoThreshold:
+    """No --max-failures: nothing to count, never crossed."""
+
+    active = False
+
+    def add(self, outcome: Outcome) -> None:
+        pass
+
+    def crossed(self) -> Stop | None:
+        return None
+
+
+def _threshold(text: str | None) -> Threshold | _NoThreshold:
+    if text is None:
+        return _NoThreshold()
+    from hopper.threshold import Threshold
+
+    return Threshold(text)
+
+
 def dispatcher_for(target: Target, **rules: Any) -> Dispatcher:
     """The one-thread loop for a target that can multiplex now, the threads otherwise.
-    `rules` are Dispatcher's keyword arguments."""
+    `rules` are Dispatcher's keyword arguments. Only the strategy used is imported: a cold
+    Lambda start pays for one."""
     if isinstance(target, Multiplexing):
         stream = target.multiplexer(int(rules["concurrency"]))
         if stream is not None:
+            from hopper.dispatch_loop import LoopDispatcher
+
             return LoopDispatcher(target, stream, **rules)
+    from hopper.dispatch_threads import ThreadDispatcher
+
     return ThreadDispatcher(target, **rules)
 
 
@@ -249,7 +274,7 @@ def run(
     )
     counts = summary.counts
     cursor = Cursor(config.start_after, hooks.on_advance)
-    threshold = Threshold(config.max_failures)
+    threshold = _threshold(config.max_failures)
 
     def listed(_: Item) -> None:
         counts.listed += 1
