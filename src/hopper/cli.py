@@ -640,7 +640,8 @@ def collect(
 def retry(
     run_id: str, state: str, region: str | None, profile: str | None, as_json: bool, wait: bool
 ) -> int:
-    """Dispatch again only the failed and not-dispatched items of RUN_ID, as a new run."""
+    """Dispatch again what RUN_ID left undone, as a new run: items that failed, were not
+    dispatched, failed in their worker or were lost."""
     from hopper.runstate.record import load_run
 
     store = _store(state, region, profile)
