@@ -995,7 +995,13 @@ def _print_run(summary: RunSummary) -> None:
     ]
     rows.extend(_worker_rows(vars(c), summary.tracking))
     if summary.segments > 1:
-        rows.append(("segments", f"{summary.segments} (the counts cover them all)"))
+        rows.append(
+            (
+                "segments",
+                f"{summary.segments}: what was dispatched and after counts them all; "
+                "listed, selected and batches, this one",
+            )
+        )
     rows.append(("duration", f"{summary.duration_s:.2f}s"))
     if summary.stopped:
         rows.append(("stopped", summary.stopped))

@@ -178,6 +178,9 @@ class RunSummary:
             "lost",
         ):  # fmt: skip
             setattr(counts, name, int(report[name]))
+        batches = report.get("ledger", {}).get("batches", {})
+        counts.dispatched_batches = int(batches.get("dispatched", counts.dispatched_batches))
+        counts.failed_batches = int(batches.get("failed", counts.failed_batches))
         self.failures = list(report["failures"][:SHOW])
         self.failures_omitted = (
             len(report["failures"]) - len(self.failures) + int(report.get("failures_omitted", 0))

@@ -488,6 +488,7 @@ def test_a_resumed_run_counts_the_failures_of_its_earlier_segments(world: World)
     assert second.status == "failed" and second.exit_code == 1
     assert (second.counts.worker_failed, second.counts.processed) == (1, 29)
     assert second.counts.dispatched == 30 and second.counts.not_dispatched == 0
+    assert second.counts.dispatched_batches == 30  # one-item batches, all segments
     store = open_store(world.state)
     [listed] = list_runs(store)
     document = report(store, first.run_id)
