@@ -421,3 +421,20 @@ def test_text_output_prints_every_result_as_it_arrives(tmp_path: Path) -> None:
     )
     # The JSON summary keeps 20 and says how many it left out.
     assert len(doc["results"]) == 20 and doc["results_omitted"] == 20
+
+
+def test_the_runtime_lock_pins_what_the_dev_lock_pins() -> None:
+    """make demo installs runtime.lock alone; make test adds dev.lock to the same venv: one
+    version of each package in both, or make test would change what demo ran."""
+
+    def pins(name: str) -> dict[str, str]:
+        lines = (REPO / "requirements" / name).read_text().splitlines()
+        return {
+            package.lower(): version
+            for package, _, version in (line.partition("==") for line in lines)
+            if version and not package.startswith("#")
+        }
+
+    runtime, dev = pins("runtime.lock"), pins("dev.lock")
+    assert {"boto3", "botocore", "click", "rich"} <= set(runtime)
+    assert {package: dev.get(package) for package in runtime} == runtime
