@@ -289,8 +289,11 @@ def _run_once(
     (`stop`, when a schedule already listens for Ctrl-C). With `lines`, each result and
     failure is printed on stdout as it arrives."""
     watch = _Watch(progress=_stderr_is_terminal(), lines=lines)
+    if watch.progress and retry_of is None and not config.source.startswith("s3://"):
+        # A folder lists in a moment: count it aside, and the bar gets its total.
+        watch.count_in_background(config)
     try:
-        with _interruptible(stop) as interrupted:
+        with _interruptible(stop, say=watch.stopping) as interrupted:
             return runner.run(
                 config,
                 session=_session(config),
@@ -318,10 +321,12 @@ def _report_run(summary: RunSummary, as_json: bool) -> int:
 
 class _interruptible:
     """The first Ctrl-C asks the run to stop after what is in flight; a second one aborts.
-    Given an event that already listens (a schedule's), it just hands that on."""
+    Given an event that already listens (a schedule's), it just hands that on. `say` prints
+    the message on a line of its own (above a progress bar)."""
 
-    def __init__(self, event: Any = None) -> None:
+    def __init__(self, event: Any = None, say: Callable[[], None] | None = None) -> None:
         self.given = event
+        self.say = say
 
     def __enter__(self) -> Any:
         import signal
@@ -334,9 +339,13 @@ class _interruptible:
         if threading.current_thread() is threading.main_thread():
 
             def handle(signum: int, frame: Any) -> None:
-                click.echo(
-                    "hopper: stopping after the batches in flight (Ctrl-C again to abort)", err=True
-                )
+                if self.say is not None:
+                    self.say()
+                else:
+                    click.echo(
+                        "hopper: stopping after the batches in flight (Ctrl-C again to abort)",
+                        err=True,
+                    )
                 self.event.set()
                 signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -557,10 +566,15 @@ def report(
         ("target", str(document["target"])),
         (
             "dispatched",
-            f"{ledger['items']['dispatched']} items in {ledger['batches']['dispatched']} batches",
+            f"{_count(ledger['items']['dispatched'], 'item')} in "
+            f"{_count(ledger['batches']['dispatched'], 'batch')}",
         ),
-        ("failed", f"{ledger['items']['failed']} items in {ledger['batches']['failed']} batches"),
-        ("not dispatched", f"{ledger['items']['not_dispatched']} items"),
+        (
+            "failed",
+            f"{_count(ledger['items']['failed'], 'item')} in "
+            f"{_count(ledger['batches']['failed'], 'batch')}",
+        ),
+        ("not dispatched", _count(ledger["items"]["not_dispatched"], "item")),
     ]
     rows.extend(_worker_rows(document, bool(document["tracking"])))
     rows.append(("cursor", str(document["cursor"])))
@@ -988,9 +1002,16 @@ def _print_run(summary: RunSummary) -> None:
         ("listed", str(c.listed)),
         ("skipped", str(c.skipped)),
         ("selected", str(c.selected)),
+    ]
+    if c.unchanged:
+        rows.append(("unchanged", str(c.unchanged)))
+    rows += [
         ("batches", str(c.batches)),
-        ("dispatched", f"{c.dispatched} items in {c.dispatched_batches} batches"),
-        ("failed", f"{c.failed} items in {c.failed_batches} batches"),
+        (
+            "dispatched",
+            f"{_count(c.dispatched, 'item')} in {_count(c.dispatched_batches, 'batch')}",
+        ),
+        ("failed", f"{_count(c.failed, 'item')} in {_count(c.failed_batches, 'batch')}"),
         ("not dispatched", str(c.not_dispatched)),
     ]
     rows.extend(_worker_rows(vars(c), summary.tracking))
@@ -1008,8 +1029,8 @@ def _print_run(summary: RunSummary) -> None:
     if summary.cursor is not None:
         rows.append(("resume with", f"--start-after {json.dumps(summary.cursor)}"))
     for skip in summary.skipped:
-        rows.append(("skipped", f"{skip['key']}: {skip['reason']}"))
-    _print_rows(f"hopper run {summary.run_id}", rows)
+        rows.append(("skipped", f"{_printable(skip['key'])}: {skip['reason']}"))
+    _print_rows(f"hopper run {summary.run_id}", rows, err=True)
 
 
 def _worker_rows(counts: dict[str, Any], tracking: bool) -> list[tuple[str, str]]:
@@ -1028,7 +1049,7 @@ def _worker_rows(counts: dict[str, Any], tracking: bool) -> list[tuple[str, str]
 
 def _outcome_line(outcome: Outcome) -> str | None:
     """One line for a result or a failure, keys first; None for what has neither."""
-    keys = ", ".join(outcome.batch.keys[:KEYS_SHOWN])
+    keys = ", ".join(_printable(key) for key in outcome.batch.keys[:KEYS_SHOWN])
     more = len(outcome.batch.items) - KEYS_SHOWN
     if more > 0:
         keys += f" (+{more} more)"
@@ -1040,47 +1061,53 @@ def _outcome_line(outcome: Outcome) -> str | None:
         )
     if outcome.result is None:
         return None
-    return f"{keys}\t{json.dumps(outcome.result, default=str)}"
+    return f"{keys}\t{json.dumps(outcome.result, default=str, ensure_ascii=False)}"
 
 
 def _print_plan(summary: PlanSummary) -> None:
     cost = summary.to_dict()["estimated_cost_usd"]
+    lambda_target = not _is_local(summary.target)
     batches = f"min {summary.min_batch_items}, mean {summary.mean_batch_items}"
-    largest = f"{summary.largest_payload_bytes} bytes (batch {summary.largest_payload_batch})"
-    lambda_price = cost["lambda_price_per_million_requests"]
-    list_price = cost["s3_list_price_per_thousand_requests"]
+    largest = f"{_count(summary.largest_payload_bytes, 'byte')}"
+    if summary.largest_payload_batch is not None:
+        largest += f" (batch {summary.largest_payload_batch})"
+    if lambda_target:
+        largest += f"; Lambda's limit: {_count(summary.payload_limit, 'byte')}"
     rows = [
         ("source", f"{summary.source} ({summary.mode})"),
-        ("target", f"{summary.target or '-'} ({summary.invocation_type})"),
+        (
+            "target",
+            f"{summary.target or '-'}"
+            + (f" ({summary.invocation_type})" if lambda_target else " (local)"),
+        ),
         ("listed", str(summary.listed)),
         ("skipped", str(summary.skipped)),
         ("selected", str(summary.selected)),
-        ("invocations", str(summary.invocations)),
-        (
-            "items per batch",
-            f"{batches}, max {summary.max_batch_items}",
-        ),
-        (
-            "largest payload",
-            f"{largest}; limit {summary.payload_limit}",
-        ),
-        ("too large to send", str(summary.oversize)),
-        (
-            "est. Lambda requests",
-            f"${cost['lambda_requests']:.6f} at ${lambda_price}/1M",
-        ),
     ]
     if summary.unchanged:
-        rows.insert(5, ("unchanged", str(summary.unchanged)))
-    if summary.invocation_type == "event" and not _is_local(summary.target):
-        rows.append(
-            (
-                "est. tracking (SQS)",
-                f"${cost['sqs_tracking_requests']:.6f} at ${cost['sqs_price_per_million_requests']}/1M "
-                "(with --results-queue: 1.2 requests per batch)",
+        rows.append(("unchanged", str(summary.unchanged)))
+    rows += [
+        ("invocations", str(summary.invocations)),
+        ("items per batch", f"{batches}, max {summary.max_batch_items}"),
+        ("largest event", largest),
+    ]
+    if lambda_target:
+        lambda_price = cost["lambda_price_per_million_requests"]
+        rows += [
+            ("too large to send", str(summary.oversize)),
+            ("est. Lambda requests", f"${cost['lambda_requests']:.6f} at ${lambda_price}/1M"),
+        ]
+        if summary.invocation_type == "event":
+            sqs_price = cost["sqs_price_per_million_requests"]
+            rows.append(
+                (
+                    "est. tracking (SQS)",
+                    f"${cost['sqs_tracking_requests']:.6f} at ${sqs_price}/1M "
+                    "(with --results-queue: 1.2 requests per batch)",
+                )
             )
-        )
     if summary.source.startswith("s3://"):
+        list_price = cost["s3_list_price_per_thousand_requests"]
         fingerprints = (
             f" (of them, {summary.fingerprint_objects} objects listed to fingerprint datasets)"
             if summary.fingerprint_objects
@@ -1093,9 +1120,10 @@ def _print_plan(summary: PlanSummary) -> None:
             )
         )
     for item in summary.oversize_items:
-        rows.append(("too large", f"{item['key']}: {item['reason']}"))
-    for key in summary.first_keys[:10]:
-        rows.append(("first keys", key))
+        rows.append(("too large", f"{_printable(item['key'])}: {item['reason']}"))
+    shown = summary.first_keys[:10]
+    for key in shown:
+        rows.append((f"first {len(shown)} keys", _printable(key)))
     _print_rows("hopper plan (nothing invoked)", rows)
 
 
@@ -1103,11 +1131,25 @@ def _is_local(target: str | None) -> bool:
     return target is not None and RunConfig(source=".", target=target).is_local_target
 
 
-def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
-    if _stderr_is_terminal() and not sys.stdout.isatty():
-        # stdout is piped: keep it machine-readable and show the table on the terminal.
-        click.echo("\n".join(f"{name}\t{value}" for name, value in rows))
-    if _stderr_is_terminal():
+def _count(n: int, noun: str) -> str:
+    """`1 item`, `3 items`, `1 batch`, `2 batches`."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun}es" if noun.endswith(("s", "sh", "ch", "x")) else f"{n} {noun}s"
+
+
+def _printable(text: str) -> str:
+    """The text on one line: a key may hold a newline or a tab, which are shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _print_rows(title: str, rows: list[tuple[str, str]], *, err: bool = False) -> None:
+    """A titled table of rows on stdout, or on stderr (`err`): drawn when that stream is a
+    terminal, as plain `name  value` lines otherwise."""
+    stream = sys.stderr if err else sys.stdout
+    if stream.isatty():
         from rich.console import Console
         from rich.table import Table
 
@@ -1116,56 +1158,112 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
         table.add_column()
         for name, value in rows:
             table.add_row(name, value)
-        Console(stderr=True).print(table)
+        Console(stderr=err, highlight=False).print(table)
         return
-    click.echo(title)
+    click.echo(title, err=err)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        click.echo(f"  {name.ljust(width)}  {value}")
+        click.echo(f"  {name.ljust(width)}  {value}", err=err)
 
 
 class _Watch(RunHooks):
     """What the CLI shows while a run goes: each result and failure on stdout as it arrives
-    (`lines`), and a live line of counts on stderr when it is a terminal (`progress`)."""
+    (`lines`), and on stderr, when it is a terminal, a live line: counts while the listing
+    streams, then a bar with the total, the rate and the time left once the total is known.
+    Lines printed while the bar is up go above it."""
 
     def __init__(self, *, progress: bool, lines: bool) -> None:
         self.lines = lines
-        self._progress: Any = None
+        self.progress: Any = None
+        self._summary: RunSummary | None = None
+        self._total: int | None = None
+        self._started = 0.0
         if progress:
-            from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            import time
 
-            self._progress = Progress(
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._started = time.monotonic()
+            self.progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
                 TimeElapsedColumn(),
-                console=Console(stderr=True),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True, highlight=False),
                 transient=True,
             )
-            self._task = self._progress.add_task("listing", total=None)
-            self._progress.start()
+            self._task = self.progress.add_task("listing", total=None)
+            self.progress.start()
+
+    def count_in_background(self, config: RunConfig) -> None:
+        import threading
+
+        def count() -> None:
+            try:
+                self._total = runner.count(config)
+            except Exception:  # noqa: BLE001 - the bar then stays a counter; the run reports
+                return
+
+        threading.Thread(target=count, name="hopper-count", daemon=True).start()
+
+    def _echo(self, line: str, *, err: bool = False) -> None:
+        if self.progress is not None and (err or sys.stdout.isatty()):
+            # Above the live bar, on a line of its own.
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            click.echo(line, err=err)
 
     def on_outcome(self, outcome: Outcome) -> None:
         if self.lines:
             line = _outcome_line(outcome)
             if line is not None:
-                click.echo(line)
+                self._echo(line)
 
     def on_progress(self, summary: RunSummary) -> None:
-        if self._progress is None:
+        self._summary = summary
+        if self.progress is None:
             return
+        import time
+
         c = summary.counts
-        self._progress.update(
+        done = c.dispatched + c.failed + c.unchanged
+        elapsed = max(time.monotonic() - self._started, 1e-3)
+        failed = c.failed + c.worker_failed
+        if self._total is None:
+            text = f"listed {c.listed}  selected {c.selected}  dispatched {c.dispatched}"
+            self.progress.update(self._task, description=f"{text}  failed {failed}")
+            return
+        self.progress.update(
             self._task,
-            description=(
-                f"listed {c.listed}  selected {c.selected}  dispatched {c.dispatched}  "
-                f"failed {c.failed + c.worker_failed}"
-            ),
+            total=self._total,
+            completed=done,
+            description=f"{done}/{self._total} items  {done / elapsed:,.0f}/s  failed {failed}",
         )
 
+    def stopping(self) -> None:
+        """Ctrl-C: say what happens now."""
+        flying = self._summary.in_flight if self._summary is not None else 0
+        if flying:
+            what = f"after the {_count(flying, 'batch')} in flight"
+        else:
+            what = "now: nothing is in flight"
+        self._echo(f"hopper: stopping {what} (Ctrl-C again to abort)", err=True)
+
     def stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
 
 
 # ----------------------------------------------------------------------------------- main

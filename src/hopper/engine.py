@@ -441,3 +441,21 @@ def plan(
     if isinstance(source, Datasets):
         summary.fingerprint_objects = source.objects_listed
     return summary
+
+
+def count(config: RunConfig, *, session: Any = None) -> int:
+    """How many items the listing selects (its filters and --limit), invoking nothing and
+    batching nothing: the total a progress bar counts toward. It lists once more."""
+    source = make_source(config, session=session)
+    selected = 0
+
+    def one(_: Item) -> None:
+        nonlocal selected
+        selected += 1
+
+    def ignore(_: Any) -> None:
+        pass
+
+    for _ in _selected(source, config, on_listed=ignore, on_skipped=ignore, on_selected=one):
+        pass
+    return selected

@@ -12,6 +12,7 @@ from typing import Any
 
 from hopper.config import RunConfig
 from hopper.engine import RunHooks
+from hopper.engine import count as count_once
 from hopper.engine import plan as plan_once
 from hopper.engine import run as run_once
 from hopper.errors import InvalidInput
@@ -78,3 +79,8 @@ def plan(config: RunConfig, *, session: Any = None, source: Source | None = None
 
         return plan_with_state(config, session=session)
     return plan_once(config, session=session, source=source)
+
+
+def count(config: RunConfig, *, session: Any = None) -> int:
+    """How many items the listing selects, invoking nothing (engine.count)."""
+    return count_once(config, session=session)

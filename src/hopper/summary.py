@@ -105,6 +105,14 @@ class RunSummary:
     waited: bool = False
     # This segment's own counts, when adopt() replaced `counts` with the whole run's.
     segment: Counts | None = None
+    # Batches with an outcome so far, of every kind (not in the JSON: `counts` says it).
+    settled_batches: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Batches taken from the plan that have no outcome yet: sent and waiting, or read
+        ahead (the one-thread loop reads up to two windows ahead)."""
+        return max(0, self.counts.batches - self.settled_batches)
 
     @property
     def ok(self) -> bool:
@@ -192,6 +200,7 @@ class RunSummary:
             self.status = RunStatus.FAILED
 
     def record(self, outcome: Outcome) -> None:
+        self.settled_batches += 1
         size = len(outcome.batch.items)
         counts = self.counts
         if outcome.status is DISPATCHED:

@@ -50,9 +50,11 @@ def test_run_json_is_one_document_on_stdout() -> None:
 def test_run_human_output_lists_results_and_counts() -> None:
     result = invoke("run", str(EXAMPLES / "datasets"), "--mode", "prefixes", "--target", WORKER)
     assert result.exit_code == 0
+    # stdout holds the results, one line each; the summary goes to stderr only.
+    assert len(result.stdout.splitlines()) == 3
     assert "weather-station-7/\t" in result.stdout
-    assert "succeeded" in result.stdout
-    assert "dispatched      3 items in 3 batches" in result.stdout
+    assert "succeeded" in result.stderr and "succeeded" not in result.stdout
+    assert "dispatched      3 items in 3 batches" in result.stderr
 
 
 def test_plan_invokes_nothing(tmp_path: Path) -> None:
