@@ -54,7 +54,8 @@ def _selection_options(func: F) -> F:
             "--mode",
             default="objects",
             show_default=True,
-            help=f"One item per object or per common prefix: {' or '.join(MODES)}.",
+            type=click.Choice(MODES),
+            help="One item per object, or per common prefix (a sub-folder locally).",
         ),
         click.option(
             "--start-after",
@@ -96,7 +97,8 @@ def _selection_options(func: F) -> F:
             "--invocation-type",
             default="event",
             show_default=True,
-            help=f"Lambda invocation: {' or '.join(INVOCATION_TYPES)}.",
+            type=click.Choice(INVOCATION_TYPES),
+            help="Lambda invocation: asynchronous (event) or waiting for each result.",
         ),
         click.option(
             "--payload", metavar="JSON", help="A JSON object merged into every worker event."
@@ -264,9 +266,16 @@ def cli(verbose: int) -> None:
 def run(source: str, as_json: bool, wait: bool, schedule: str | None, **options: Any) -> int:
     """List SOURCE, select, batch and invoke TARGET for every batch.
 
-    SOURCE is s3://BUCKET[/PREFIX] or a local folder. Exit code 0 when every item was
-    dispatched, 1 when any failed or was not dispatched, 2 on bad input, 3 when another run
-    holds --state, 130 when Ctrl-C stopped it.
+    SOURCE is s3://BUCKET[/PREFIX] or a local folder. The worker gets f(event, context):
+
+    \b
+      event["items"][i]["path"]                   locally: the file (or folder) to read
+      event["bucket"], event["items"][i]["key"]   on S3: the object to read
+      event["dataset_prefix"]                     one-item batches: the item's key (the seed's)
+
+    The README's "The worker event" has the rest. Exit code 0 when every item was dispatched
+    and no worker is known to have failed, 1 when one failed, was not dispatched or was lost,
+    2 on bad input, 3 when another run holds --state, 130 when Ctrl-C stopped it.
     """
     config = _config(source, options)
     if config.target is None:
@@ -425,6 +434,8 @@ def plan(source: str, as_json: bool, **options: Any) -> int:
 
 
 def _store(state: str, region: str | None, profile: str | None) -> Any:
+    """The state location of a command that reads runs: a folder that does not exist is bad
+    input (a typo), not an empty state."""
     from hopper.runstate.store import open_store
 
     session = None
@@ -432,7 +443,10 @@ def _store(state: str, region: str | None, profile: str | None) -> Any:
         from hopper import aws
 
         session = aws.make_session(region=region, profile=profile)
-    return open_store(state, session=session)
+    store = open_store(state, session=session)
+    if not store.exists():
+        raise click.UsageError(f"--state {state!r}: no such folder; no run has kept state there")
+    return store
 
 
 def _state_options(func: F) -> F:
@@ -491,7 +505,11 @@ COLLECT_SECONDS = 20.0
 def runs(
     state: str, region: str | None, profile: str | None, as_json: bool, no_collect: bool
 ) -> int:
-    """List the runs recorded in --state, newest first."""
+    """List the runs recorded in --state, newest first.
+
+    Exit code 0, 1 when an AWS call failed, 2 on bad input (a --state folder that does not
+    exist).
+    """
     from hopper.runstate.record import list_runs
 
     store = _store(state, region, profile)
@@ -541,7 +559,10 @@ def report(
     no_collect: bool,
     with_results: bool,
 ) -> int:
-    """Show a run's counts and failures, from its ledger and its workers' outcomes."""
+    """Show a run's counts and failures, from its ledger and its workers' outcomes.
+
+    Exit code 0, 1 when an AWS call failed, 2 when --state or RUN_ID does not exist.
+    """
     from hopper.runstate.record import report as build_report
     from hopper.runstate.record import results
 
@@ -655,13 +676,25 @@ def retry(
     run_id: str, state: str, region: str | None, profile: str | None, as_json: bool, wait: bool
 ) -> int:
     """Dispatch again what RUN_ID left undone, as a new run: items that failed, were not
-    dispatched, failed in their worker or were lost."""
-    from hopper.runstate.record import load_run
+    dispatched, failed in their worker or were lost, and that no earlier retry has sent.
+
+    Exit code as for run (0, 1, 2, 3 when another run holds --state, 130 on Ctrl-C); 0 with
+    "nothing to retry" when nothing is left.
+    """
+    from hopper.runstate.record import load_run, retry_set
 
     store = _store(state, region, profile)
     previous = load_run(store, run_id)
     if previous is None:
         raise click.UsageError(f"no run {run_id!r} in {store.location}")
+    items, complete = retry_set(store, run_id)
+    if not items and complete:
+        click.echo(
+            f"nothing to retry: run {run_id} has no item left that failed, was not sent, "
+            "failed in its worker or was lost",
+            err=True,
+        )
+        return 0
     options = {
         k: v
         for k, v in previous.get("config", {}).items()
@@ -686,7 +719,10 @@ def retry(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def schedule(expression: str, count: int, as_json: bool) -> int:
-    """Check a rate(...) or cron(...) EXPRESSION and print its next fire times in UTC."""
+    """Check a rate(...) or cron(...) EXPRESSION and print its next fire times in UTC.
+
+    Exit code 0, 2 when EXPRESSION is not one.
+    """
     from datetime import UTC, datetime
 
     from hopper.schedule import next_fire_times, parse_schedule
@@ -862,7 +898,10 @@ def deploy(
 @_aws_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(stack_name: str, region: str | None, profile: str | None, as_json: bool) -> int:
-    """Show the stack, its schedule and whether it is enabled, and the function's configuration."""
+    """Show the stack, its schedule and whether it is enabled, and the function's configuration.
+
+    Exit code 0, 1 when the stack is not deployed or an AWS call failed, 2 on bad input.
+    """
     from hopper.deploy import validate_stack_name
 
     validate_stack_name(stack_name)
@@ -970,7 +1009,10 @@ def _wait_for_deployed_workers(
 def destroy(
     stack_name: str, region: str | None, profile: str | None, artifact_bucket: str | None
 ) -> int:
-    """Delete the stack and its uploaded artifacts, and wait. Nothing to delete is success."""
+    """Delete the stack and its uploaded artifacts, and wait. Nothing to delete is success.
+
+    Exit code 0, 1 when a deletion failed, 2 on bad input.
+    """
     from hopper.deploy import validate_stack_name
 
     validate_stack_name(stack_name)
@@ -981,7 +1023,7 @@ def destroy(
 
 @cli.command()
 def template() -> int:
-    """Print the CloudFormation template that `deploy` uses."""
+    """Print the CloudFormation template that `deploy` uses. Exit code 0."""
     from hopper.deploy import template_text
 
     click.echo(template_text(), nl=False)

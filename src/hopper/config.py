@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from hopper.errors import InvalidInput
@@ -165,6 +167,17 @@ class RunConfig:
             if not pattern:
                 raise InvalidInput("an --include or --exclude pattern is empty")
 
+    def anchored(self) -> RunConfig:
+        """The same run with its local paths made absolute (a folder source, a worker file):
+        a run recorded this way is retried from any working directory."""
+        source, target = self.source, self.target
+        if source.startswith("file://") or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", source):
+            source = _absolute(source.removeprefix("file://"))
+        if target is not None and self.is_local_target and not target.startswith("python:"):
+            file, _, function = target.rpartition(":")
+            target = f"{_absolute(file)}:{function}"
+        return dataclasses.replace(self, source=source, target=target)
+
     @property
     def is_local_target(self) -> bool:
         return _is_local_target(self.target)
@@ -210,6 +223,11 @@ class RunConfig:
         if "source" not in kwargs:
             raise InvalidInput("missing source")
         return cls(**kwargs)
+
+
+def _absolute(path: str) -> str:
+    """The path made absolute, its links kept (a retry reads what the run read)."""
+    return str(Path.cwd() / Path(path).expanduser())
 
 
 def _is_local_target(target: str | None) -> bool:

@@ -7,6 +7,7 @@ hopper.local, imported only then, so the Lambda handler never loads local mode.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hopper.errors import InvalidInput
@@ -62,6 +63,12 @@ def parse_target(
         return LocalTarget(spec, processes=concurrency)
     if text.endswith(".py"):
         raise InvalidInput(f"target {text!r}: name the function too, as FILE.py:FUNCTION")
+    if _BARE_RE.match(text) and ":" not in text and Path(f"{text}.py").is_file():
+        # A worker file beside us, named without .py: not the Lambda function it would mean.
+        raise InvalidInput(
+            f"target {text!r} names a Lambda function, and there is a {text}.py here",
+            hint=f"did you mean {text}.py:FUNCTION? (lambda:{text} for the function)",
+        )
     name = text[len("lambda:") :] if text.startswith("lambda:") else text
     if not (_BARE_RE.match(name) or _ARN_RE.match(name)):
         raise InvalidInput(

@@ -56,6 +56,9 @@ class MemoryStore:
     def holder_gone(self, host: str, pid: int) -> bool:
         return False
 
+    def exists(self) -> bool:
+        return True
+
 
 class _MemoryLog:
     def __init__(self, store: MemoryStore, key: str) -> None:

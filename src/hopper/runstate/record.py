@@ -90,7 +90,9 @@ def incremental_keys(store: Store, config: RunConfig) -> tuple[str, str]:
 
 
 def config_document(config: RunConfig) -> dict[str, Any]:
-    """The run's options as JSON, enough to run it again (retry) or recognise it (resume)."""
+    """The run's options as JSON, enough to run it again (retry, from any folder) or
+    recognise it (resume)."""
+    config = config.anchored()
     out: dict[str, Any] = {}
     for name in RunConfig.field_names():
         value = getattr(config, name)
@@ -470,6 +472,31 @@ def results(store: Store, run_id: str, *, now: float | None = None) -> Iterator[
             if "result_cut" in source:
                 out["result_cut"] = source["result_cut"]
         yield out
+
+
+def retry_set(store: Store, run_id: str) -> tuple[list[Item], bool]:
+    """What a retry of `run_id` sends: its unsettled items that no earlier retry of it (or of
+    those) has sent since, in key order; and whether its listing is done, by it or by such a
+    retry (if not, a retry also lists the rest after its cursor)."""
+    document = load_run(store, run_id)
+    if document is None:
+        raise InvalidInput(f"no run {run_id!r} in {store.location}")
+    retries: list[dict[str, Any]] = []
+    wanted = {run_id}
+    for doc in sorted(list_runs(store), key=lambda r: str(r.get("started_at", ""))):
+        if doc.get("retry_of") in wanted:
+            retries.append(doc)
+            wanted.add(str(doc["run_id"]))
+    sent: set[str] = set()
+    for retry in retries:
+        for entry in batch_lines(store, str(retry["run_id"]), document=retry):
+            if isinstance(entry, BatchLine) and entry.state not in UNSETTLED:
+                sent.update(item["key"] for item in entry.items)
+    items = [item for item in unsettled_items(store, run_id) if item.key not in sent]
+    complete = bool(document.get("listing_complete")) or any(
+        r.get("listing_complete") for r in retries
+    )
+    return items, complete
 
 
 def unsettled_items(store: Store, run_id: str) -> Iterator[Item]:

@@ -25,8 +25,8 @@ from hopper.runstate.record import (
     incremental_keys,
     load_run,
     refresh,
+    retry_set,
     run_cursor,
-    unsettled_items,
 )
 from hopper.runstate.store import Store, open_store
 from hopper.runstate.tracking import Tracking, collect, set_up
@@ -38,17 +38,23 @@ log = logging.getLogger(__name__)
 
 
 class RetrySource:
-    """A run's failed and not-dispatched items, then the rest of its listing after its cursor."""
+    """What a run left undone (runstate.record.retry_set), then the rest of its listing
+    after its cursor, unless that listing is done."""
 
     def __init__(
-        self, inner: Source, store: Store, run_id: str, cursor: str | None, complete: bool
+        self,
+        inner: Source,
+        run_id: str,
+        items: list[Item],
+        cursor: str | None,
+        complete: bool,
     ) -> None:
         self.inner = inner
         self.bucket = inner.bucket
         self.mode = inner.mode
         self.key_root = inner.key_root
-        self._store = store
         self._run_id = run_id
+        self._items = items
         self._cursor = cursor
         self._complete = complete
 
@@ -59,7 +65,7 @@ class RetrySource:
         limit = None if self._complete else self._cursor
         chosen = [
             item
-            for item in unsettled_items(self._store, self._run_id)
+            for item in self._items
             if (limit is None or item.key <= limit)
             and (start_after is None or item.key > start_after)
         ]
@@ -159,12 +165,8 @@ def run_with_state(
         segment: str | None = None
         active = active_run(store)
         if retry_of is not None:
-            previous = load_run(store, retry_of)
-            if previous is None:
-                raise InvalidInput(f"no run {retry_of!r} in {store.location}")
-            complete = bool(previous.get("listing_complete"))
-            cursor = run_cursor(store, retry_of)
-            source = RetrySource(source, store, retry_of, cursor, complete)
+            items, complete = retry_set(store, retry_of)
+            source = RetrySource(source, retry_of, items, run_cursor(store, retry_of), complete)
             extra["retry_of"] = retry_of
         elif config.run_id is None and active and active.get("fingerprint") == fingerprint(config):
             # The last run of this job did not finish (killed, interrupted, out of time).

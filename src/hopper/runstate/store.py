@@ -95,6 +95,11 @@ class Store(Protocol):
         so the lease need not wait out its expiry."""
         ...
 
+    def exists(self) -> bool:
+        """Whether the location is there to read (a folder is made by the first run; an S3
+        prefix always is, and a missing bucket speaks on the first call)."""
+        ...
+
 
 def _log_lines(store: Store, key: str) -> Iterator[bytes]:
     """A log is one file, `KEY.jsonl`, or parts `KEY/NNNNNN.jsonl` (S3 cannot append);
@@ -213,6 +218,9 @@ class LocalStore:
     def holder_gone(self, host: str, pid: int) -> bool:
         """A holder on this host whose process has ended."""
         return host == socket.gethostname() and not _alive(pid)
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
 
 
 def _alive(pid: int) -> bool:
@@ -344,6 +352,9 @@ class S3Store:
     def holder_gone(self, host: str, pid: int) -> bool:
         """Never known: the holder may run anywhere; its lease expires instead."""
         return False
+
+    def exists(self) -> bool:
+        return True
 
 
 # What S3 answers when a conditional write's condition does not hold.
