@@ -286,3 +286,25 @@ def test_max_failures_stops_a_lambda_run_without_state(
         "ValueError"
     }
     assert summary.cursor is not None
+
+
+def test_lambda_results_print_unicode_as_it_is(
+    moto_session: Any, bucket: str, function: str, received: Received
+) -> None:
+    from click.testing import CliRunner
+
+    from hopper.cli import cli
+
+    moto_session.client("s3").put_object(Bucket=bucket, Key="données/été.csv", Body=b"x")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run", f"s3://{bucket}", "--target", function, "--invocation-type",
+            "request-response", "--payload", '{"city": "Zürich"}',
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # moto's Lambda answers with the event it was given: the key and the payload, unescaped.
+    [line] = result.stdout.splitlines()
+    assert line.startswith("données/été.csv\t")
+    assert '"city": "Zürich"' in line and "\\u00" not in line
