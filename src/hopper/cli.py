@@ -263,7 +263,15 @@ def cli(verbose: int) -> None:
     metavar="EXPR",
     help="Keep running: start a run at each fire time (needs --state).",
 )
-def run(source: str, as_json: bool, wait: bool, schedule: str | None, **options: Any) -> int:
+@click.option(
+    "--timezone",
+    "zone",
+    metavar="TZ",
+    help="With --schedule: the IANA time zone whose wall clock cron() and at() read [default: UTC].",
+)
+def run(
+    source: str, as_json: bool, wait: bool, schedule: str | None, zone: str | None, **options: Any
+) -> int:
     """List SOURCE, select, batch and invoke TARGET for every batch.
 
     SOURCE is s3://BUCKET[/PREFIX] or a local folder. The worker gets f(event, context):
@@ -280,8 +288,10 @@ def run(source: str, as_json: bool, wait: bool, schedule: str | None, **options:
     config = _config(source, options)
     if config.target is None:
         raise click.UsageError("missing --target (lambda:NAME, FILE.py:FUNC, ...)")
+    if zone is not None and schedule is None:
+        raise click.UsageError("--timezone goes with --schedule")
     if schedule is not None:
-        return _scheduled(config, schedule, as_json)
+        return _scheduled(config, schedule, zone or "UTC", as_json)
     summary = _run_once(config, wait=wait, lines=not as_json)
     return _report_run(summary, as_json)
 
@@ -368,21 +378,22 @@ class _interruptible:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _scheduled(config: RunConfig, expression: str, as_json: bool) -> int:
+def _scheduled(config: RunConfig, expression: str, zone: str, as_json: bool) -> int:
     """Run at each fire time of EXPRESSION until Ctrl-C; ticks that find the lease held are skipped."""
     from datetime import UTC, datetime
 
-    from hopper.schedule import next_fire_times, parse_schedule
+    from hopper.schedule import next_fire_times, parse_schedule, parse_timezone
 
     if config.state is None:
         raise click.UsageError("--schedule needs --state: runs must not overlap")
     plan_ = parse_schedule(expression)
+    tz = parse_timezone(zone)
     log = logging.getLogger("hopper.schedule")
     anchor = datetime.now(UTC)
     code = 0
     with _interruptible() as stop:
         while not stop.is_set():
-            due = next_fire_times(plan_, anchor, 1)
+            due = next_fire_times(plan_, anchor, 1, tz)
             if not due:
                 log.warning("%s fires no more", expression)
                 break
@@ -393,7 +404,9 @@ def _scheduled(config: RunConfig, expression: str, as_json: bool) -> int:
                 )
                 anchor = due[0]
                 continue
-            click.echo(f"hopper: next run at {due[0].isoformat()}", err=True)
+            click.echo(
+                f"hopper: next run at {_local_time(due[0], tz)}{due[0].isoformat()}", err=True
+            )
             if stop.wait((due[0] - now).total_seconds()):
                 break
             anchor = due[0]
@@ -710,6 +723,14 @@ def retry(
 @cli.command()
 @click.argument("expression")
 @click.option(
+    "--timezone",
+    "zone",
+    default="UTC",
+    show_default=True,
+    metavar="TZ",
+    help="The IANA time zone whose wall clock cron() and at() read.",
+)
+@click.option(
     "--next",
     "count",
     default=5,
@@ -718,27 +739,46 @@ def retry(
     help="How many fire times to show.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def schedule(expression: str, count: int, as_json: bool) -> int:
-    """Check a rate(...) or cron(...) EXPRESSION and print its next fire times in UTC.
+def schedule(expression: str, zone: str, count: int, as_json: bool) -> int:
+    """Check a rate(...), cron(...) or at(...) EXPRESSION and print its next fire times, in
+    --timezone and in UTC, as EventBridge Scheduler reads them across daylight-saving changes.
 
-    Exit code 0, 2 when EXPRESSION is not one.
+    Exit code 0, 2 when EXPRESSION or TZ is not one.
     """
     from datetime import UTC, datetime
 
-    from hopper.schedule import next_fire_times, parse_schedule
+    from hopper.schedule import next_fire_times, parse_schedule, parse_timezone
 
     if count <= 0:
         raise click.UsageError(f"--next must be greater than 0, got {count}")
     parsed = parse_schedule(expression)
-    times = [
-        t.isoformat().replace("+00:00", "Z")
-        for t in next_fire_times(parsed, datetime.now(UTC), count)
-    ]
+    tz = parse_timezone(zone)
+    times = next_fire_times(parsed, datetime.now(UTC), count, tz)
+    utc = [t.isoformat().replace("+00:00", "Z") for t in times]
+    local = [t.astimezone(tz).isoformat() for t in times]
     if as_json:
-        click.echo(json.dumps({"expression": parsed.expression, "next": times}))
+        document = {
+            "expression": parsed.expression,
+            "timezone": str(tz),
+            "next": utc,
+            "next_local": local,
+        }
+        click.echo(json.dumps(document))
+    elif not times:
+        click.echo("(never fires again)")
     else:
-        click.echo("\n".join(times) if times else "(never fires again)")
+        for moment, in_utc in zip(times, utc, strict=True):
+            click.echo(_local_time(moment, tz) + in_utc)
     return 0
+
+
+def _local_time(moment: Any, tz: Any) -> str:
+    """`2027-03-14 09:00 EDT (-04:00)  ` before the UTC time, or nothing for UTC."""
+    if str(tz) == "UTC":
+        return ""
+    here = moment.astimezone(tz)
+    offset = here.isoformat()[-6:]
+    return f"{here:%Y-%m-%d %H:%M %Z} ({offset})  "
 
 
 def _aws_options(func: F) -> F:

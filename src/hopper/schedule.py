@@ -1,10 +1,16 @@
-"""EventBridge schedule expressions: `rate(...)` and six-field `cron(...)`, validated locally.
+"""EventBridge Scheduler expressions: `rate(...)`, six-field `cron(...)` and one-time `at(...)`,
+validated locally, and their fire times in a time zone.
 
-The rules are AWS's (EventBridge "Schedule expressions for rules"): a rate's unit is singular
-for 1 and plural otherwise, and 0 is refused; cron has six fields, Minutes Hours Day-of-month
-Month Day-of-week Year, with days of the week numbered 1 (SUN) to 7 (SAT), and exactly one of
+The rules are AWS's (EventBridge Scheduler "Schedule types"): a rate's unit is singular for 1
+and plural otherwise, and 0 is refused; cron has six fields, Minutes Hours Day-of-month Month
+Day-of-week Year, with days of the week numbered 1 (SUN) to 7 (SAT), and exactly one of
 Day-of-month and Day-of-week set to `?`. Day-of-month takes `L`, `LW` and `nW`; Day-of-week
-takes `nL` and `n#k`. All times are UTC.
+takes `nL` and `n#k`. `at(yyyy-mm-ddThh:mm:ss)` fires once.
+
+cron and at() read the wall clock of the schedule's time zone (UTC unless given). Across
+daylight-saving changes Scheduler skips a time that does not exist (spring forward) and fires
+a repeated time once, at its first occurrence (fall back); a rate counts real time, so
+`rate(1 day)` is 24 hours even across a change.
 
 croniter is deliberately not used: its sixth field is seconds and its weekdays start at 0.
 """
@@ -15,12 +21,15 @@ import calendar
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hopper.errors import InvalidInput
 
 _RATE_RE = re.compile(r"^rate\((.*)\)$")
 _CRON_RE = re.compile(r"^cron\((.*)\)$")
+_AT_RE = re.compile(r"^at\((.*)\)$")
+_AT_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 _UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 _MONTHS = {name.upper(): i for i, name in enumerate(calendar.month_abbr) if name}
 _DAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 7}
@@ -51,7 +60,14 @@ class Cron:
     nth_weekday: frozenset[tuple[int, int]]
 
 
-Schedule = Rate | Cron
+@dataclass(frozen=True)
+class At:
+    expression: str
+    # The wall-clock moment, in the schedule's time zone.
+    moment: datetime
+
+
+Schedule = Rate | Cron | At
 
 
 def parse_schedule(expression: str) -> Schedule:
@@ -63,9 +79,40 @@ def parse_schedule(expression: str) -> Schedule:
     cron = _CRON_RE.match(text)
     if cron:
         return _parse_cron(text, cron.group(1))
+    at = _AT_RE.match(text)
+    if at:
+        return _parse_at(text, at.group(1))
     raise InvalidInput(
-        f"schedule {expression!r}: use rate(VALUE UNIT) or cron(MIN HOUR DOM MONTH DOW YEAR)"
+        f"schedule {expression!r}: use rate(VALUE UNIT), cron(MIN HOUR DOM MONTH DOW YEAR) "
+        "or at(YYYY-MM-DDTHH:MM:SS)"
     )
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """An IANA time zone (`Europe/Berlin`, `UTC`), as Scheduler's ScheduleExpressionTimezone
+    takes it; raises InvalidInput for any other text."""
+    text = name.strip()
+    bad = InvalidInput(
+        f"time zone {name!r} is not an IANA time zone name",
+        hint="use a name such as Europe/Berlin, America/New_York or UTC",
+    )
+    # A path would be read as a file, not looked up as a name.
+    if not text or text.startswith(("/", ".")) or ".." in text:
+        raise bad
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise bad from None
+
+
+def _parse_at(text: str, body: str) -> At:
+    if not _AT_TIME.match(body.strip()):
+        raise InvalidInput(f"schedule {text!r}: a one-time schedule is at(YYYY-MM-DDTHH:MM:SS)")
+    try:
+        moment = datetime.fromisoformat(body.strip())
+    except ValueError:
+        raise InvalidInput(f"schedule {text!r}: {body.strip()!r} is not a date and time") from None
+    return At(text, moment)
 
 
 def _parse_rate(text: str, body: str) -> Rate:
@@ -244,32 +291,57 @@ def _month_days(cron: Cron, year: int, month: int) -> list[int]:
     return sorted(chosen)
 
 
-def _cron_times(cron: Cron, after: datetime) -> Iterator[datetime]:
-    for year in sorted(y for y in cron.years if y >= after.year):
+def _wall_clock(cron: Cron, start: date) -> Iterator[datetime]:
+    """The expression's wall-clock times (naive) from the first minute of `start`, in order."""
+    for year in sorted(y for y in cron.years if y >= start.year):
         for month in sorted(cron.months):
-            if (year, month) < (after.year, after.month):
+            if (year, month) < (start.year, start.month):
                 continue
             for day in _month_days(cron, year, month):
-                if date(year, month, day) < after.date():
+                if date(year, month, day) < start:
                     continue
                 for hour in sorted(cron.hours):
                     for minute in sorted(cron.minutes):
-                        moment = datetime(year, month, day, hour, minute, tzinfo=UTC)
-                        if moment > after:
-                            yield moment
+                        yield datetime(year, month, day, hour, minute)
 
 
-def next_fire_times(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
-    """The next `count` fire times strictly after `after` (UTC).
+def _in_zone(wall: datetime, zone: tzinfo) -> datetime | None:
+    """The UTC moment of a wall-clock time in `zone`, as Scheduler resolves it: None for a time
+    the spring-forward change skips, the first occurrence of one the fall-back change repeats."""
+    moment = wall.replace(tzinfo=zone, fold=0)
+    if moment.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall:
+        return None
+    return moment.astimezone(UTC)
 
-    A rate rule fires every interval from when it is enabled, so its times count from `after`.
+
+def next_fire_times(
+    schedule: Schedule, after: datetime, count: int, zone: tzinfo | None = None
+) -> list[datetime]:
+    """The next `count` fire times strictly after `after`, in UTC, of a schedule whose cron or
+    at() reads the wall clock of `zone` (UTC when None).
+
+    A rate fires every interval from when it is enabled, so its times count from `after`.
     """
+    zone = zone or UTC
     after = after.astimezone(UTC) if after.tzinfo else after.replace(tzinfo=UTC)
     if isinstance(schedule, Rate):
         step = timedelta(seconds=schedule.seconds)
         return [after + step * (i + 1) for i in range(count)]
+    if isinstance(schedule, At):
+        moment = _in_zone(schedule.moment, zone)
+        if moment is None:
+            raise InvalidInput(
+                f"schedule {schedule.expression!r}: {schedule.moment.isoformat()} does not "
+                f"exist in {zone}, whose clocks skip that hour"
+            )
+        return [moment] if moment > after and count > 0 else []
     out: list[datetime] = []
-    for moment in _cron_times(schedule, after):
+    # A day early: the wall clock of `after` in `zone` may be a day behind its UTC date.
+    start = after.astimezone(zone).date() - timedelta(days=1)
+    for wall in _wall_clock(schedule, start):
+        moment = _in_zone(wall, zone)
+        if moment is None or moment <= after:
+            continue
         out.append(moment)
         if len(out) >= count:
             break

@@ -290,6 +290,63 @@ def test_schedule_prints_next_fire_times_in_utc() -> None:
     )
 
 
+def test_schedule_prints_each_fire_time_in_its_zone_and_in_utc() -> None:
+    result = invoke("schedule", "cron(0 9 ? * MON-FRI *)", "--timezone", "Europe/Berlin")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5
+    for line in lines:
+        # 2026-12-01 09:00 CET (+01:00)  2026-12-01T08:00:00Z, or CEST (+02:00) and 07:00Z.
+        local, utc = line.split("  ")
+        assert local.split()[1] == "09:00" and local.split()[2] in ("CET", "CEST"), line
+        assert utc.endswith(("T08:00:00Z", "T07:00:00Z")) and utc[:10] == local[:10], line
+    doc = json.loads(invoke("schedule", "at(2030-01-01T00:00:00)", "--timezone", "Asia/Tokyo",
+                            "--json").stdout)  # fmt: skip
+    assert doc == {
+        "expression": "at(2030-01-01T00:00:00)",
+        "timezone": "Asia/Tokyo",
+        "next": ["2029-12-31T15:00:00Z"],
+        "next_local": ["2030-01-01T00:00:00+09:00"],
+    }
+
+
+LOCAL_RUN = ["run", "examples/datasets", "--target", "examples/worker.py:handler"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["schedule", "rate(5 minutes)", "--timezone", "Mars/Olympus"], "not an IANA time zone"),
+        (["schedule", "cron(0 9 * * ? *)", "--timezone", "+01:00"], "not an IANA time zone"),
+        (
+            [*LOCAL_RUN, "--timezone", "UTC"],
+            "--timezone goes with --schedule",
+        ),
+        (
+            [
+                *LOCAL_RUN,
+                "--state",
+                "st",
+                "--schedule",
+                "rate(1 hour)",
+                "--timezone",
+                "Europe/Berlinn",
+            ],
+            "'Europe/Berlinn' is not an IANA time zone",
+        ),
+    ],
+)
+def test_a_bad_time_zone_is_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert message in line
+    assert not (REPO / "st").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

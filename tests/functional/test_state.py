@@ -361,7 +361,7 @@ def test_local_schedule_runs_on_ticks_skips_held_ones_and_stops_on_ctrl_c(
     # A fast clock for the schedule: a tick every 0.6 s instead of every minute.
     monkeypatch.setattr(
         "hopper.schedule.next_fire_times",
-        lambda schedule, after, count: [after + timedelta(seconds=0.6)],
+        lambda schedule, after, count, zone=None: [after + timedelta(seconds=0.6)],
     )
     other = Lease(open_store(world.state), "someone-else", ttl=30)
     other.acquire()
