@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and not logging.getLogger().handlers:
+    # Lambda's Python runtime gives the root logger a handler (at the function's log level);
+    # an emulator may not, and then these lines would go nowhere.
+    logging.basicConfig(level=logging.INFO)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Return one summary per dataset: files, rows, and per-column totals of numbers."""
     meta = event.get("hopper", {})
+    # The run id in each line lets `hopper logs --worker --run RUN_ID` find them.
     log.info(
-        "batch %s attempt %s, %d item(s), %d ms left",
+        "run %s batch %s attempt %s, %d item(s), %d ms left",
+        meta.get("run_id"),
         meta.get("batch"),
         meta.get("attempt"),
         len(event.get("items", [])),

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -789,7 +790,7 @@ def _aws_options(func: F) -> F:
                 "--stack-name",
                 default="hopper",
                 show_default=True,
-                help="The CloudFormation stack (also the function and rule name).",
+                help="The CloudFormation stack (also names the function and the schedule).",
             ),
             click.option("--region", help="AWS region."),
             click.option("--profile", help="AWS named profile."),
@@ -820,6 +821,123 @@ def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+def _worker_options(func: F) -> F:
+    return _stack(
+        func,
+        [
+            click.option(
+                "--worker",
+                metavar="FILE.py:FUNC",
+                help="Deploy this worker with the stack, from the file that runs locally "
+                "(or python:MODULE:FUNC). Instead of --target.",
+            ),
+            click.option(
+                "--requirements",
+                metavar="FILE",
+                type=click.Path(dir_okay=False),
+                help="With --worker: its dependencies, installed as binary wheels for Python "
+                "3.12 on arm64.",
+            ),
+            click.option(
+                "--worker-memory",
+                default=512,
+                show_default=True,
+                type=int,
+                metavar="MB",
+                help="With --worker: its memory.",
+            ),
+            click.option(
+                "--worker-timeout",
+                default=300,
+                show_default=True,
+                type=int,
+                metavar="SECONDS",
+                help="With --worker: its time limit per invocation.",
+            ),
+            click.option(
+                "--worker-env",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="With --worker: an environment variable (repeatable).",
+            ),
+            click.option(
+                "--worker-reserved-concurrency",
+                type=int,
+                metavar="N",
+                help="With --worker: concurrency reserved for it [default: none].",
+            ),
+            click.option(
+                "--worker-policy",
+                metavar="FILE.json",
+                type=click.Path(dir_okay=False),
+                help="With --worker: an IAM policy document its role gets too; it may only "
+                "read the source prefix and write its logs otherwise.",
+            ),
+            click.option(
+                "--worker-managed-policy",
+                multiple=True,
+                metavar="ARN",
+                help="With --worker: a managed policy its role gets too (repeatable).",
+            ),
+        ],
+    )
+
+
+def _schedule_options(func: F) -> F:
+    return _stack(
+        func,
+        [
+            click.option(
+                "--schedule",
+                default="rate(15 minutes)",
+                show_default=True,
+                metavar="EXPR",
+                help="rate(...), cron(...) or at(YYYY-MM-DDTHH:MM:SS).",
+            ),
+            click.option(
+                "--timezone",
+                default="UTC",
+                show_default=True,
+                metavar="TZ",
+                help="The IANA time zone whose wall clock cron() and at() read.",
+            ),
+            click.option(
+                "--schedule-disabled", is_flag=True, help="Create the schedule switched off."
+            ),
+            click.option(
+                "--flexible-window",
+                default=0,
+                show_default=True,
+                type=int,
+                metavar="MINUTES",
+                help="Let each run start up to this late (0-1440).",
+            ),
+            click.option(
+                "--schedule-retries",
+                default=3,
+                show_default=True,
+                type=int,
+                help="Scheduler's retries of a start it could not deliver (0-185), before "
+                "the dead-letter queue.",
+            ),
+            click.option(
+                "--schedule-max-age",
+                default=3600,
+                show_default=True,
+                type=int,
+                metavar="SECONDS",
+                help="How long Scheduler keeps trying to start one run (60-86400).",
+            ),
+            click.option(
+                "--alarm-email",
+                metavar="ADDRESS",
+                help="Send the alarms here (a topic and an email subscription to confirm).",
+            ),
+            click.option("--alarm-topic", metavar="ARN", help="Send the alarms to this SNS topic."),
+        ],
+    )
+
+
 @cli.command()
 @click.option(
     "--source",
@@ -829,22 +947,15 @@ def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
 )
 @click.option(
     "--target",
-    required=True,
     metavar="FUNCTION",
-    help="The worker Lambda function: NAME, lambda:NAME or ARN.",
+    help="An existing worker Lambda function: NAME, lambda:NAME or ARN. Instead of --worker.",
 )
-@click.option(
-    "--schedule",
-    default="rate(15 minutes)",
-    show_default=True,
-    metavar="EXPR",
-    help="rate(...) or cron(...).",
-)
-@click.option("--schedule-disabled", is_flag=True, help="Create the schedule rule disabled.")
+@_worker_options
+@_schedule_options
 @click.option(
     "--artifact-bucket",
     metavar="BUCKET",
-    help="Where the code package goes [default: the source bucket].",
+    help="Where the code packages go [default: the source bucket].",
 )
 @click.option(
     "--mode",
@@ -909,36 +1020,52 @@ def _print_mapping(data: dict[str, Any], as_json: bool) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the stack outputs as one JSON document."
 )
-def deploy(
-    source: str, target: str, schedule: str, schedule_disabled: bool, artifact_bucket: str | None,
-    mode: str, batch_size: int, concurrency: int, invocation_type: str, memory: int, timeout: int,
-    max_hops: int, incremental: bool, max_failures: str | None, track: bool,
-    worker_retries: int, max_event_age: int, stack_name: str, region: str | None,
-    profile: str | None, as_json: bool,
-) -> int:  # fmt: skip
-    """Package hopper, upload it, and create or update its stack; wait and print the outputs.
+def deploy(region: str | None, profile: str | None, as_json: bool, **options: Any) -> int:
+    """Package hopper (and the --worker), upload, and create or update the stack: the hopper
+    function, its schedule, alarms and, with --track, the results queue. Waits, then prints
+    the outputs.
 
     Exit code 0; 1 when the stack or an AWS call failed; 2 on bad input, nothing created.
     """
     from hopper.deploy import DeployConfig
 
-    config = DeployConfig(
-        source=source, target=target, schedule=schedule, schedule_enabled=not schedule_disabled,
-        stack_name=stack_name, artifact_bucket=artifact_bucket, mode=mode, batch_size=batch_size,
-        concurrency=concurrency, invocation_type=invocation_type, memory=memory, timeout=timeout,
-        max_hops=max_hops, incremental=incremental, max_failures=max_failures, track=track,
-        worker_retries=worker_retries, max_event_age=max_event_age,
-    )  # fmt: skip
+    options["schedule_enabled"] = not options.pop("schedule_disabled")
+    options["worker_env"] = _pairs(options.pop("worker_env"))
+    options["worker_managed_policies"] = tuple(options.pop("worker_managed_policy"))
+    if options["worker_policy"] is not None:
+        options["worker_policy"] = _json_file(options["worker_policy"], "--worker-policy")
+    config = DeployConfig(**options)
     outputs = _deployer(region, profile).deploy(config)
     _print_mapping(outputs, as_json)
     return 0
+
+
+def _pairs(texts: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--worker-env {text!r}: use KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def _json_file(path: str, option: str) -> Any:
+    try:
+        with Path(path).open(encoding="utf-8") as stream:
+            return json.load(stream)
+    except OSError as exc:
+        raise click.UsageError(f"{option} {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise click.UsageError(f"{option} {path}: not JSON ({exc})") from None
 
 
 @cli.command()
 @_aws_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(stack_name: str, region: str | None, profile: str | None, as_json: bool) -> int:
-    """Show the stack, its schedule and whether it is enabled, and the function's configuration.
+    """Show the stack: its schedule (time zone, on or off, next fire times), the last run,
+    its queues, alarms and functions.
 
     Exit code 0, 1 when the stack is not deployed or an AWS call failed, 2 on bad input.
     """
@@ -946,7 +1073,10 @@ def status(stack_name: str, region: str | None, profile: str | None, as_json: bo
 
     validate_stack_name(stack_name)
     report = _deployer(region, profile).status(stack_name)
-    _print_mapping(report, as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(report)
     return 0 if report["status"] != "NOT_DEPLOYED" else 1
 
 
@@ -1046,18 +1176,84 @@ def _wait_for_deployed_workers(
     metavar="BUCKET",
     help="Also clean artifacts here if the stack is already gone.",
 )
+@click.option(
+    "--purge-state",
+    is_flag=True,
+    help="Also delete the runs' state (s3://SOURCE_BUCKET/_hopper/state/): ledgers, "
+    "checkpoints and incremental state.",
+)
 def destroy(
-    stack_name: str, region: str | None, profile: str | None, artifact_bucket: str | None
+    stack_name: str,
+    region: str | None,
+    profile: str | None,
+    artifact_bucket: str | None,
+    purge_state: bool,
 ) -> int:
-    """Delete the stack and its uploaded artifacts, and wait. Nothing to delete is success.
+    """Delete the stack (functions, schedule, queues, alarms, logs) and its uploaded packages,
+    and wait; say what stays. Nothing to delete is success.
 
     Exit code 0, 1 when a deletion failed, 2 on bad input.
     """
     from hopper.deploy import validate_stack_name
 
     validate_stack_name(stack_name)
-    removed = _deployer(region, profile).destroy(stack_name, artifact_bucket)
-    click.echo("\n".join(f"removed {thing}" for thing in removed) or "nothing to remove")
+    done = _deployer(region, profile).destroy(stack_name, artifact_bucket, purge_state=purge_state)
+    click.echo("\n".join(f"removed {thing}" for thing in done.removed) or "nothing to remove")
+    for thing in done.kept:
+        click.echo(f"kept {thing}")
+    return 0
+
+
+@cli.command()
+@_aws_options
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records until Ctrl-C.")
+@click.option(
+    "--since",
+    default="10m",
+    show_default=True,
+    metavar="AGE|TIME",
+    help="From this long ago (30s, 10m, 1h, 2d) or this time (2026-11-30T09:00:00Z).",
+)
+@click.option("--run", "run_id", metavar="RUN_ID", help="Only the records that name this run.")
+@click.option("--worker", is_flag=True, help="The worker's logs instead of the hopper's.")
+def logs(
+    stack_name: str,
+    region: str | None,
+    profile: str | None,
+    follow: bool,
+    since: str,
+    run_id: str | None,
+    worker: bool,
+) -> int:
+    """Print the hopper function's (or the worker's) log records, one line each, oldest first.
+
+    With --run, only records that name the run: the hopper's own name it in each hop's first
+    and last line and in its metrics; a worker's name it if the worker logs
+    event["hopper"]["run_id"], as examples/worker.py does.
+
+    Exit code 0, 1 when an AWS call failed or the stack is not deployed, 2 on bad input, 130
+    on Ctrl-C.
+    """
+    from hopper.deploy import validate_stack_name
+    from hopper.logs import events, format_event, parse_since, run_pattern
+
+    validate_stack_name(stack_name)
+    start = parse_since(since)
+    deployer = _deployer(region, profile)
+    group = deployer.log_group(stack_name, worker=worker)
+    client = deployer.client("logs")
+    pattern = run_pattern(run_id) if run_id else None
+    shown = 0
+    # Ctrl-C ends --follow the way it ends `tail -f`: quietly, with 130.
+    with _interruptible(say=lambda: None) as stop:
+        for event in events(client, group, since=start, pattern=pattern, follow=follow, stop=stop):
+            click.echo(format_event(event))
+            shown += 1
+    if stop.is_set():
+        return EXIT_INTERRUPTED
+    if not shown:
+        what = f" of run {run_id}" if run_id else ""
+        click.echo(f"no log records{what} in {group} since {start.isoformat()}", err=True)
     return 0
 
 
@@ -1071,6 +1267,86 @@ def template() -> int:
 
 
 # --------------------------------------------------------------------------------- output
+
+
+_RUN_COUNTS = (
+    "dispatched", "failed", "not_dispatched", "processed", "worker_failed", "pending", "lost"
+)  # fmt: skip
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    """`hopper status` for a person: one labelled line per part, the details indented."""
+
+    def row(label: str, text: str) -> None:
+        click.echo(f"{label:<13}{text}")
+
+    def failed(part: Any) -> str | None:
+        if isinstance(part, dict) and ("error" in part or "missing" in part):
+            return str(part.get("error") or part.get("missing"))
+        return None
+
+    def function(part: Any) -> str:
+        problem = failed(part)
+        if problem:
+            return f"error: {problem}"
+        return (
+            f"{part.get('FunctionName')} ({part.get('Runtime')}, {part.get('MemorySize')} MB, "
+            f"{part.get('Timeout')} s, {part.get('State')})"
+        )
+
+    row("stack", f"{report['stack']}  {report['status']}")
+    if report["status"] == "NOT_DEPLOYED":
+        return
+    row("updated", str(report.get("updated")))
+    row("source", str(report.get("source")))
+    row("hopper", function(report.get("function")))
+    row("worker", function(report["worker"]) if "worker" in report else str(report.get("target")))
+    schedule = report.get("schedule") or {}
+    problem = failed(schedule)
+    if problem:
+        row("schedule", problem)
+    else:
+        state = "on" if schedule.get("enabled") else "off"
+        window = schedule.get("flexible_window_minutes") or 0
+        row(
+            "schedule",
+            f"{schedule.get('expression')} in {schedule.get('timezone')}, {state}"
+            + (f", up to {window} min late" if window else ""),
+        )
+        for i, moment in enumerate(schedule.get("next", [])):
+            local = moment["local"]
+            shown = local if schedule.get("timezone") != "UTC" else ""
+            row("  next" if i == 0 else "", f"{shown + '  ' if shown else ''}{moment['utc']}")
+    run_ = report.get("last_run")
+    if run_ is None:
+        row("last run", "none yet")
+    elif failed(run_):
+        row("last run", f"error: {failed(run_)}")
+    else:
+        row(
+            "last run",
+            f"{run_.get('run_id')}  {run_.get('status')}  started {run_.get('started_at')}",
+        )
+        counts = ", ".join(
+            f"{key.replace('_', ' ')} {run_[key]}" for key in _RUN_COUNTS if key in run_
+        )
+        row("", counts)
+    for label, queue in (report.get("queues") or {}).items():
+        name = label.replace("_", " ")
+        problem = failed(queue)
+        row(
+            name,
+            f"error: {problem}"
+            if problem
+            else f"{queue['messages']} waiting, {queue['in_flight']} in flight  {queue['url']}",
+        )
+    alarms = report.get("alarms")
+    if failed(alarms):
+        row("alarms", f"error: {failed(alarms)}")
+    else:
+        for i, alarm in enumerate(alarms or []):
+            row("alarms" if i == 0 else "", f"{alarm['state']:<18}{alarm['name']}")
+    row("state", str(report.get("state")))
 
 
 def _print_run(summary: RunSummary) -> None:

@@ -26,7 +26,7 @@ from hopper import aws, runner
 from hopper.config import RunConfig
 from hopper.errors import HopperError, InvalidInput, LeaseHeld, aws_errors
 from hopper.items import StopReason
-from hopper.summary import RunSummary
+from hopper.summary import RunStatus, RunSummary
 
 log = logging.getLogger("hopper.handler")
 
@@ -130,10 +130,31 @@ def _budget(context: Any, environ: Mapping[str, str]) -> float:
     return budget
 
 
-def emf_line(summary: RunSummary, function_name: str) -> str:
-    """One CloudWatch Embedded Metric Format record: items dispatched and failed by this
-    invocation (a run's last hop counts its own, not the whole run's)."""
-    counts = summary.segment or summary.counts
+# The metrics each invocation reports (CloudWatch Embedded Metric Format), which the stack's
+# alarms watch.
+METRICS = ("ItemsDispatched", "ItemsFailed", "WorkerProcessed", "WorkerFailed", "RunsFinished")
+
+
+def emf_line(
+    summary: RunSummary | None,
+    function_name: str,
+    *,
+    collected: dict[str, Any] | None = None,
+    finished: bool = False,
+) -> str:
+    """One Embedded Metric Format record of what this invocation did: the items it dispatched
+    and failed to dispatch (a run's last hop counts its own, not the whole run's); the
+    workers' outcomes it learnt (items of synchronous invokes, plus the destination records
+    its collect stored, one per batch); and whether a run finished here."""
+    counts = (summary.segment or summary.counts) if summary is not None else None
+    collected = collected or {}
+    values = {
+        "ItemsDispatched": counts.dispatched if counts else 0,
+        "ItemsFailed": counts.failed if counts else 0,
+        "WorkerProcessed": (counts.processed if counts else 0) + collected.get("processed", 0),
+        "WorkerFailed": (counts.worker_failed if counts else 0) + collected.get("worker_failed", 0),
+        "RunsFinished": 1 if finished else 0,
+    }
     return json.dumps(
         {
             "_aws": {
@@ -142,17 +163,13 @@ def emf_line(summary: RunSummary, function_name: str) -> str:
                     {
                         "Namespace": EMF_NAMESPACE,
                         "Dimensions": [["FunctionName"]],
-                        "Metrics": [
-                            {"Name": "ItemsDispatched", "Unit": "Count"},
-                            {"Name": "ItemsFailed", "Unit": "Count"},
-                        ],
+                        "Metrics": [{"Name": name, "Unit": "Count"} for name in METRICS],
                     }
                 ],
             },
             "FunctionName": function_name,
-            "RunId": summary.run_id,
-            "ItemsDispatched": counts.dispatched,
-            "ItemsFailed": counts.failed,
+            "RunId": summary.run_id if summary is not None else None,
+            **values,
         }
     )
 
@@ -177,18 +194,27 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     if continuation.get("run_id"):
         run_options["run_id"] = continuation["run_id"]
     session = aws.make_session(lean=True)
+    function_name = str(getattr(context, "function_name", "hopper"))
     collected = None
     if hop == 0 and options.get("results_queue") and options.get("state"):
         # Each tick first stores the outcomes the workers sent since the last one.
         collected = _collect(context, session, options)
     run_options["deadline"] = _budget(context, environ)
     config = RunConfig.from_mapping(run_options)
-    log.info("hop %d: %s -> %s after %r", hop, config.source, config.target, config.start_after)
+    log.info(
+        "hop %d of run %s: %s -> %s after %r",
+        hop,
+        config.run_id or "(new)",
+        config.source,
+        config.target,
+        config.start_after,
+    )
     try:
         summary = runner.run(config, session=session)
     except LeaseHeld as exc:
         # Another invocation runs this job now (a tick, or a continuation): single flight.
         log.warning("skipped: %s", exc)
+        print(emf_line(None, function_name, collected=collected), flush=True)
         return {"status": "skipped", "reason": str(exc), "hop": hop, "continued": False}
     result = summary.to_dict()
     result["hop"] = hop
@@ -211,10 +237,15 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             )
         _continue(context, session, options, summary, hop + 1)
         result["continued"] = True
-    print(emf_line(summary, getattr(context, "function_name", "hopper")), flush=True)
+    finished = not result["continued"] and summary.status in (
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+    )
+    print(emf_line(summary, function_name, collected=collected, finished=finished), flush=True)
     log.info(
-        "hop %d done: %s, dispatched %d, failed %d, not dispatched %d, continued %s",
+        "hop %d done: run %s %s, dispatched %d, failed %d, not dispatched %d, continued %s",
         hop,
+        summary.run_id,
         summary.status,
         summary.counts.dispatched,
         summary.counts.failed,

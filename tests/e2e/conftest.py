@@ -103,8 +103,9 @@ def worker_zip() -> bytes:
     return buffer.getvalue()
 
 
-def make_world(ministack_session: Any, bucket: str, worker: str, markers: str) -> list[str]:
-    """The example datasets in S3, and the example worker as a real function. Returns datasets."""
+def make_world(ministack_session: Any, bucket: str, worker: str | None, markers: str) -> list[str]:
+    """The example datasets in S3, and (unless `worker` is None, for a stack that deploys
+    its own) the example worker as a real function. Returns the datasets."""
     s3 = ministack_session.client("s3")
     s3.create_bucket(Bucket=bucket)
     datasets = set()
@@ -113,6 +114,8 @@ def make_world(ministack_session: Any, bucket: str, worker: str, markers: str) -
             key = "datasets/" + path.relative_to(REPO / "examples" / "datasets").as_posix()
             s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
             datasets.add(key.split("/")[1])
+    if worker is None:
+        return sorted(datasets)
     iam = ministack_session.client("iam")
     trust = {
         "Version": "2012-10-17",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -11,10 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from hopper.cli import cli
-from hopper.deploy import ARTIFACTS, DeployConfig, Deployer
+from hopper.deploy import ARTIFACTS, DeployConfig, Deployer, artifact_key
 from hopper.errors import DeployError
 
-from .conftest import make_world, markers, wait_for_markers
+from .conftest import REPO, make_world, markers, wait_for_markers
+
+ROLE = "arn:aws:iam::000000000000:role/scheduler"
 
 # ministack starts in seconds and its schedule fires within a minute.
 pytestmark = pytest.mark.slow
@@ -25,7 +28,10 @@ def hopper(*args: str) -> Any:
     return result
 
 
-def assert_nothing_left(ministack_session: Any, stack: str, bucket: str, worker: str) -> None:
+def assert_nothing_left(
+    ministack_session: Any, stack: str, bucket: str, worker: str | None = None
+) -> None:
+    """The stack and everything it made are gone; a worker it did not deploy stays."""
     cfn = ministack_session.client("cloudformation")
     live = [
         s["StackName"]
@@ -36,35 +42,93 @@ def assert_nothing_left(ministack_session: Any, stack: str, bucket: str, worker:
     functions = [
         f["FunctionName"] for f in ministack_session.client("lambda").list_functions()["Functions"]
     ]
-    assert stack not in functions and worker in functions
+    assert stack not in functions and f"{stack}-worker" not in functions
+    if worker is not None:
+        assert worker in functions
     assert [
         r["Name"]
         for r in ministack_session.client("events").list_rules()["Rules"]
         if r["Name"] == stack
     ] == []
+    schedules = ministack_session.client("scheduler").list_schedules()["Schedules"]
+    assert [s["Name"] for s in schedules if s["Name"] == stack] == []
+    alarms = ministack_session.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{stack}-")
+    assert alarms["MetricAlarms"] == []
+    queues = ministack_session.client("sqs").list_queues().get("QueueUrls", [])
+    assert [q for q in queues if f"/{stack}-" in q] == []
     assert "Contents" not in ministack_session.client("s3").list_objects_v2(
         Bucket=bucket, Prefix=f"{ARTIFACTS}{stack}/"
     )
 
 
-def test_deploy_invoke_destroy(ministack_session: Any) -> None:
+def test_deploy_the_worker_invoke_read_status_and_logs_destroy(ministack_session: Any) -> None:
+    """The README's walk-through: hopper deploys examples/worker.py itself; every dataset is
+    processed (the worker's own markers); status and logs show the run; destroy leaves nothing.
+
+    ministack does not enforce IAM, so the worker may write its markers here; on AWS that
+    needs `--worker-policy` with s3:PutObject on markers/ (the README shows it).
+    """
+    bucket, stack = "e2e-invoke", "hopper-e2e"
+    datasets = make_world(ministack_session, bucket, None, "markers/")
+    iam = ministack_session.client("iam")
+    managed = iam.create_policy(
+        PolicyName="e2e-extra",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::ref/*"}]}),
+    )["Policy"]["Arn"]  # fmt: skip
     started = time.monotonic()
-    bucket, worker, stack = "e2e-invoke", "csv-worker", "hopper-e2e"
-    datasets = make_world(ministack_session, bucket, worker, "markers/")
     deployed = hopper(
-        "deploy", "--source", f"s3://{bucket}/datasets", "--target", worker, "--mode", "prefixes",
-        "--stack-name", stack, "--schedule-disabled", "--json",
+        "deploy", "--source", f"s3://{bucket}/datasets", "--mode", "prefixes",
+        "--worker", "examples/worker.py:handler", "--worker-env", "MARKER_PREFIX=markers/",
+        "--worker-managed-policy", managed, "--stack-name", stack, "--schedule-disabled",
+        "--schedule", "cron(0 9 ? * MON-FRI *)", "--timezone", "Europe/Berlin",
+        "--alarm-email", "ops@example.com", "--json",
     )  # fmt: skip
+    deploy_seconds = time.monotonic() - started
     assert deployed.exit_code == 0, deployed.output
     outputs = json.loads(deployed.stdout)
-    assert outputs["FunctionName"] == stack
+    assert outputs["FunctionName"] == stack and outputs["WorkerFunctionName"] == f"{stack}-worker"
+    assert "confirms the subscription email" in deployed.stderr
+    sizes = {
+        line.split()[0]: line.partition("(")[2].rstrip(")")
+        for line in deployed.stderr.splitlines()
+        if " package s3://" in line
+    }
+    assert set(sizes) == {"hopper", "worker"}
+
+    # What moto's CloudFormation skips, here for real.
+    lam = ministack_session.client("lambda")
+    worker = lam.get_function_configuration(FunctionName=f"{stack}-worker")
+    assert (worker["Handler"], worker["Runtime"]) == ("worker.handler", "python3.12")
+    role = worker["Role"].rpartition("/")[2]
+    attached = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    assert [a["PolicyArn"] for a in attached] == [managed]
+    schedule = ministack_session.client("scheduler").get_schedule(Name=stack)
+    assert schedule["ScheduleExpression"] == "cron(0 9 ? * MON-FRI *)"
+    assert schedule["State"] == "DISABLED"
+    assert schedule["Target"]["Arn"] == outputs["FunctionArn"]
+    assert schedule["Target"]["DeadLetterConfig"]["Arn"].endswith(
+        outputs["DeadLetterQueueUrl"].rpartition("/")[2]
+    )
+    # Emulator gap, ministack 1.5.33: its CloudFormation drops ScheduleExpressionTimezone
+    # (the schedule reads UTC); `hopper schedule` and tests/unit/test_schedule check zones.
+    assert schedule.get("ScheduleExpressionTimezone") in ("UTC", None, "Europe/Berlin")
+    alarms = ministack_session.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{stack}-")
+    topic = outputs["AlarmTopicArn"]
+    assert sorted(a["AlarmName"] for a in alarms["MetricAlarms"]) == sorted(
+        outputs["Alarms"].split(",")
+    )
+    assert all(a["AlarmActions"] == [topic] for a in alarms["MetricAlarms"])
+    subscriptions = ministack_session.client("sns").list_subscriptions_by_topic(TopicArn=topic)
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions["Subscriptions"]] == [
+        ("email", "ops@example.com")
+    ]
 
     invoked = hopper("invoke", "--stack-name", stack, "--json")
     assert invoked.exit_code == 0, invoked.output
     summary = json.loads(invoked.stdout)
     assert summary["status"] == "succeeded"
     assert summary["selected"] == summary["dispatched"] == len(datasets)
-
     found = wait_for_markers(ministack_session, bucket, "markers/", len(datasets), timeout=60)
     # One marker per dataset and invocation: every dataset exactly once.
     assert Counter(m["key"] for m in found) == Counter(f"datasets/{d}/" for d in datasets)
@@ -75,12 +139,29 @@ def test_deploy_invoke_destroy(ministack_session: Any) -> None:
     status = json.loads(hopper("status", "--stack-name", stack, "--json").stdout)
     assert status["status"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
     assert status["schedule"]["enabled"] is False
-    assert status["function"]["Runtime"] == "python3.12"
+    assert status["worker"]["FunctionName"] == f"{stack}-worker"
+    assert status["worker"]["Environment"] == ["HOPPER_WORKER_OF", "MARKER_PREFIX"]
+    assert status["last_run"]["run_id"] == summary["run_id"]
+    assert status["last_run"]["status"] == "succeeded"
+    assert {a["state"] for a in status["alarms"]} <= {"OK", "INSUFFICIENT_DATA", "ALARM"}
+
+    run_logs = hopper("logs", "--stack-name", stack, "--run", summary["run_id"])
+    assert run_logs.exit_code == 0, run_logs.output
+    assert f"hop 0 done: run {summary['run_id']} succeeded" in run_logs.stdout
+    assert f"METRICS run {summary['run_id']}: ItemsDispatched={len(datasets)}" in run_logs.stdout
+    worker_logs = hopper("logs", "--stack-name", stack, "--worker", "--run", summary["run_id"])
+    assert worker_logs.exit_code == 0, worker_logs.output
+    assert worker_logs.stdout.count(f"run {summary['run_id']} batch") == len(datasets)
 
     destroyed = hopper("destroy", "--stack-name", stack)
     assert destroyed.exit_code == 0, destroyed.output
-    assert_nothing_left(ministack_session, stack, bucket, worker)
-    print(f"\ne2e deploy+invoke+destroy on ministack: {time.monotonic() - started:.1f}s")
+    assert f"kept s3://{bucket}/_hopper/state/" in destroyed.stdout
+    assert "CREATE_" not in destroyed.stderr
+    assert_nothing_left(ministack_session, stack, bucket)
+    print(
+        f"\ne2e deploy --worker on ministack: {deploy_seconds:.1f}s; packages {sizes}; "
+        f"whole test {time.monotonic() - started:.1f}s"
+    )
 
 
 def test_a_failed_update_shows_the_resources_reasons(
@@ -100,7 +181,7 @@ def test_a_failed_update_shows_the_resources_reasons(
     print(f"\n{message}")
     assert "UPDATE_ROLLBACK_COMPLETE" in message and "HopperFunction" in message, message
     monkeypatch.undo()
-    assert deployer.destroy(stack)[0] == f"stack {stack}"
+    assert deployer.destroy(stack).removed[0] == f"stack {stack}"
 
 
 def test_the_schedule_fires_by_itself(ministack_session: Any) -> None:
@@ -118,28 +199,94 @@ def test_the_schedule_fires_by_itself(ministack_session: Any) -> None:
         assert {m["key"] for m in found} >= {f"datasets/{d}/" for d in datasets}, found
         print(f"\nrate(1 minute) fired after {fired_after:.0f}s")
         assert fired_after < 150
+        # The run the schedule started, as status shows it.
+        status = json.loads(hopper("status", "--stack-name", stack, "--json").stdout)
+        assert status["schedule"]["expression"] == "rate(1 minute)"
+        assert status["schedule"]["enabled"] is True and len(status["schedule"]["next"]) == 3
+        assert status["last_run"]["run_id"] == found[0]["hopper"]["run_id"]
     finally:
         assert hopper("destroy", "--stack-name", stack).exit_code == 0
     assert_nothing_left(ministack_session, stack, bucket, worker)
     assert markers(ministack_session, bucket, "ticks/")
 
 
+def test_a_stack_with_the_events_rule_updates_to_scheduler(ministack_session: Any) -> None:
+    """The version before Scheduler deployed a CloudWatch Events rule and a Lambda permission;
+    an update with this version replaces them with the schedule and leaves neither behind."""
+    from hopper.package import build_artifact
+
+    bucket, worker, stack = "e2e-migrate", "old-worker", "hopper-old"
+    make_world(ministack_session, bucket, worker, "unused/")
+    data, digest = build_artifact()
+    key = artifact_key(stack, digest)
+    ministack_session.client("s3").put_object(Bucket=bucket, Key=key, Body=data)
+    lam = ministack_session.client("lambda")
+    target = lam.get_function_configuration(FunctionName=worker)
+    config = DeployConfig(source=f"s3://{bucket}/datasets", target=worker, stack_name=stack)
+    old = (REPO / "tests" / "functional" / "data" / "template_events_rule.yaml").read_text()
+    declared = set(re.findall(r"^  (\w+):\n    Type:", old.split("\nResources:")[0], re.M))
+    parameters = config.parameters(target["FunctionArn"], bucket, key, worker_role=target["Role"])
+    cfn = ministack_session.client("cloudformation")
+    cfn.create_stack(
+        StackName=stack,
+        TemplateBody=old,
+        Parameters=[p for p in parameters if p["ParameterKey"] in declared],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    cfn.get_waiter("stack_create_complete").wait(
+        StackName=stack, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    events = ministack_session.client("events")
+    assert [r["Name"] for r in events.list_rules(NamePrefix=stack)["Rules"]] == [stack]
+    assert json.loads(lam.get_policy(FunctionName=stack)["Policy"])["Statement"]
+
+    updated = hopper(
+        "deploy", "--source", f"s3://{bucket}/datasets", "--target", worker,
+        "--stack-name", stack, "--json",
+    )  # fmt: skip
+    assert updated.exit_code == 0, updated.output
+    assert "UPDATE_COMPLETE" in updated.stderr
+    assert events.list_rules(NamePrefix=stack)["Rules"] == []
+    try:
+        statements = json.loads(lam.get_policy(FunctionName=stack)["Policy"])["Statement"]
+    except lam.exceptions.ResourceNotFoundException:
+        statements = []
+    assert statements == []
+    assert ministack_session.client("scheduler").get_schedule(Name=stack)["State"] == "ENABLED"
+    assert hopper("destroy", "--stack-name", stack).exit_code == 0
+    assert_nothing_left(ministack_session, stack, bucket, worker)
+
+
 VALID_SCHEDULES = [
     "rate(1 minute)", "rate(15 minutes)", "rate(1 day)", "cron(0 12 * * ? *)", "cron(0/20 8 * * ? *)",
     "cron(0 18 ? * MON-FRI *)", "cron(0 0 L * ? *)", "cron(0 0 LW * ? *)", "cron(0 0 15W * ? *)",
     "cron(0 10 ? * 6L *)", "cron(0 10 ? * 3#2 *)", "cron(0 0 1 JAN,JUL ? 2027-2028)",
+    "at(2030-06-01T09:30:00)",
 ]  # fmt: skip
 
 
-def test_expressions_hopper_accepts_are_accepted_by_put_rule(ministack_session: Any) -> None:
-    from hopper.schedule import parse_schedule
+def test_expressions_hopper_accepts_are_accepted_by_create_schedule(
+    ministack_session: Any,
+) -> None:
+    from hopper.schedule import parse_schedule, parse_timezone
 
-    events = ministack_session.client("events")
+    scheduler = ministack_session.client("scheduler")
+    target = {"Arn": "arn:aws:lambda:us-east-1:000000000000:function:x", "RoleArn": ROLE}
     for expression in VALID_SCHEDULES:
         parse_schedule(expression)
-        events.put_rule(Name="hopper-conformance", ScheduleExpression=expression, State="DISABLED")
-        assert events.describe_rule(Name="hopper-conformance")["ScheduleExpression"] == expression
-    events.delete_rule(Name="hopper-conformance")
+        parse_timezone("America/New_York")
+        scheduler.create_schedule(
+            Name="hopper-conformance",
+            ScheduleExpression=expression,
+            ScheduleExpressionTimezone="America/New_York",
+            FlexibleTimeWindow={"Mode": "OFF"},
+            Target=target,
+            State="DISABLED",
+        )
+        found = scheduler.get_schedule(Name="hopper-conformance")
+        assert found["ScheduleExpression"] == expression
+        assert found["ScheduleExpressionTimezone"] == "America/New_York"
+        scheduler.delete_schedule(Name="hopper-conformance")
 
 
 PICKY_WORKER = """

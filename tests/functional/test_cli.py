@@ -355,8 +355,86 @@ def test_a_bad_time_zone_is_one_line_and_exit_2(
             "deploy needs an S3 source",
         ),
         (
+            ["deploy", "--source", "no/such/folder", "--target", "fn"],
+            "deploy needs an S3 source",
+        ),
+        (
             ["deploy", "--source", "s3://bkt-1", "--target", "w.py:handler"],
-            "deploy needs a Lambda target",
+            "is a local worker: deploy it with --worker w.py:handler",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--worker", "w.py:handler"],
+            "one of them",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--worker-memory", "1024"],
+            "--worker-memory goes with --worker",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--worker", "examples/worker.py:handlr"],
+            "worker.py defines no 'handlr'",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--worker", "examples/nope.py:handler"],
+            "examples/nope.py does not exist",
+        ),
+        (
+            [
+                "deploy",
+                "--source",
+                "s3://bkt-1",
+                "--worker",
+                "examples/worker.py:handler",
+                "--worker-env",
+                "AWS_REGION=eu-west-1",
+            ],
+            "Lambda (or hopper) sets AWS_REGION itself",
+        ),
+        (
+            [
+                "deploy",
+                "--source",
+                "s3://bkt-1",
+                "--worker",
+                "examples/worker.py:handler",
+                "--worker-env",
+                "NOEQUALS",
+            ],
+            "--worker-env 'NOEQUALS': use KEY=VALUE",
+        ),
+        (
+            [
+                "deploy",
+                "--source",
+                "s3://bkt-1",
+                "--worker",
+                "examples/worker.py:handler",
+                "--worker-policy",
+                "examples/worker.py",
+            ],
+            "--worker-policy examples/worker.py: not JSON",
+        ),
+        (
+            [
+                "deploy",
+                "--source",
+                "s3://bkt-1",
+                "--target",
+                "fn",
+                "--timezone",
+                "Europe/Paris ",
+                "--schedule",
+                "at(2020-01-01T00:00:00)",
+            ],
+            "is in the past in Europe/Paris",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--alarm-email", "me"],
+            "--alarm-email 'me' is not an email address",
+        ),
+        (
+            ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--flexible-window", "2000"],
+            "--flexible-window must be between 0 and 1440",
         ),
         (
             ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--schedule", "rate(0 minutes)"],
@@ -374,7 +452,8 @@ def test_a_bad_time_zone_is_one_line_and_exit_2(
             ],
             "exactly one of",
         ),
-        (["deploy", "--source", "s3://bkt-1"], "Missing option '--target'"),
+        (["deploy", "--source", "s3://bkt-1"], "deploy needs the worker: --target FUNCTION"),
+        (["logs", "--since", "yesterday"], "--since 'yesterday': use an age"),
         (
             ["deploy", "--source", "s3://bkt-1", "--target", "fn", "--memory", "64"],
             "--memory must be between",
@@ -388,6 +467,7 @@ def test_deploy_commands_refuse_bad_input_before_any_aws_call(
 ) -> None:
     # Any AWS call would go to a closed port and fail with exit 1, not 2.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.chdir(REPO)
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -56,7 +56,13 @@ def test_seed_event_reaches_workers_with_dataset_prefix(
     assert set(received.invocation_types) == {"Event"}
     emf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert emf["ItemsDispatched"] == 5 and emf["ItemsFailed"] == 0
-    assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] == "ItemsDispatched"
+    # The run ended in this invocation; its event invokes' outcomes come later, if tracked.
+    assert (emf["RunsFinished"], emf["WorkerProcessed"], emf["WorkerFailed"]) == (1, 0, 0)
+    declared = [m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert declared == [
+        "ItemsDispatched", "ItemsFailed", "WorkerProcessed", "WorkerFailed", "RunsFinished"
+    ]  # fmt: skip
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["FunctionName"]]
 
 
 @pytest.mark.parametrize(
@@ -144,6 +150,7 @@ def test_continuation_hands_on_the_cursor_and_loses_nothing(
     received: Received,
     monkeypatch: pytest.MonkeyPatch,
     slow_invokes: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     keys = [f"k/{i:05}" for i in range(400)]
     put(moto_session, bucket, keys)
@@ -162,6 +169,11 @@ def test_continuation_hands_on_the_cursor_and_loses_nothing(
     assert sum(delivered.values()) - len(keys) <= 2 * len(results)
     assert results[-1]["status"] == "succeeded"
     assert all(e["continuation"]["run_id"] == results[0]["run_id"] for e in received.to(arn))
+    # One metrics line per hop, counting that hop's items; only the last says the run finished.
+    out = capsys.readouterr().out.splitlines()
+    metrics = [json.loads(line) for line in out if '"_aws"' in line]
+    assert [m["RunsFinished"] for m in metrics] == [0] * (len(results) - 1) + [1]
+    assert [m["ItemsDispatched"] for m in metrics] == [r["dispatched"] for r in results]
 
 
 def test_the_hop_bound_fails_with_a_clear_error(

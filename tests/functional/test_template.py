@@ -55,18 +55,34 @@ def test_checkov_has_no_failed_checks(tmp_path: Path, template: Any) -> None:
     assert all(len(reason) > 40 for reason in reasons.values())
 
 
-def test_no_managed_policies_and_no_wildcard_actions(template: Any) -> None:
-    role = template["Resources"]["HopperRole"]["Properties"]
-    assert "ManagedPolicyArns" not in role
-    for policy in role["Policies"]:
-        for statement in policy["PolicyDocument"]["Statement"]:
-            actions = (
-                statement["Action"]
-                if isinstance(statement["Action"], list)
-                else [statement["Action"]]
-            )
-            assert all("*" not in action for action in actions)
-            assert statement["Resource"] != "*"
+def statements(template: Any, role: str) -> dict[str, Any]:
+    """A role's inline statements, and those of the AWS::IAM::Policy resources naming it."""
+    resources = template["Resources"]
+    documents = [p["PolicyDocument"] for p in resources[role]["Properties"]["Policies"]]
+    documents += [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::IAM::Policy" and r["Properties"]["Roles"] == [{"Ref": role}]
+    ]
+    return {s["Sid"]: s for document in documents for s in document["Statement"]}
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+@pytest.mark.parametrize("role", ["HopperRole", "WorkerRole", "ScheduleRole"])
+def test_no_managed_policies_and_no_wildcard_actions(template: Any, role: str) -> None:
+    properties = template["Resources"][role]["Properties"]
+    # The worker's role gets managed policies only when the user names them.
+    assert (
+        properties.get("ManagedPolicyArns", {"Fn::If": ["WorkerManaged"]})["Fn::If"][0]
+        == "WorkerManaged"
+    )
+    for statement in statements(template, role).values():
+        assert all("*" not in action for action in actions(statement))
+        assert statement["Resource"] != "*"
 
 
 def test_function_is_current_arm64_json_logging_and_may_recurse(template: Any) -> None:
@@ -82,10 +98,97 @@ def test_function_is_current_arm64_json_logging_and_may_recurse(template: Any) -
     }
 
 
-def test_schedule_permission_names_its_principal_and_source(template: Any) -> None:
-    permission = template["Resources"]["HopperSchedulePermission"]["Properties"]
-    assert permission["Principal"] == "events.amazonaws.com"
-    assert permission["SourceArn"] == {"Fn::GetAtt": ["HopperSchedule", "Arn"]}
+def test_the_schedule_is_scheduler_in_its_zone_with_retries_and_dead_letters(
+    template: Any,
+) -> None:
+    resources = template["Resources"]
+    assert not [r for r in resources.values() if r["Type"].startswith("AWS::Events::")]
+    assert not [r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+    schedule = resources["Schedule"]["Properties"]
+    assert resources["Schedule"]["Type"] == "AWS::Scheduler::Schedule"
+    assert schedule["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
+    assert schedule["State"] == {"Fn::If": ["ScheduleOn", "ENABLED", "DISABLED"]}
+    assert schedule["FlexibleTimeWindow"]["Fn::If"][0] == "Flexible"
+    target = schedule["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["HopperFunction", "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["ScheduleRole", "Arn"]}
+    assert target["RetryPolicy"] == {
+        "MaximumRetryAttempts": {"Ref": "ScheduleRetries"},
+        "MaximumEventAgeInSeconds": {"Ref": "ScheduleMaxEventAgeSeconds"},
+    }
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetters", "Arn"]}}
+    # Only Scheduler, on behalf of this account, may assume the role; it starts only the hopper.
+    [trust] = resources["ScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    allowed = statements(template, "ScheduleRole")
+    assert {sid: (actions(s), s["Resource"]) for sid, s in allowed.items()} == {
+        "StartTheHopper": (["lambda:InvokeFunction"], {"Fn::GetAtt": ["HopperFunction", "Arn"]}),
+        "DeadLetters": (["sqs:SendMessage"], {"Fn::GetAtt": ["ScheduleDeadLetters", "Arn"]}),
+    }
+
+
+def test_the_deployed_worker_may_read_only_the_source_prefix(template: Any) -> None:
+    resources = template["Resources"]
+    worker = resources["WorkerFunction"]
+    assert worker["Condition"] == "HasWorker"
+    properties = worker["Properties"]
+    assert properties["Runtime"] == "python3.12" and properties["Architectures"] == ["arm64"]
+    assert properties["Code"] == {
+        "S3Bucket": {"Ref": "ArtifactBucket"},
+        "S3Key": {"Ref": "WorkerArtifactKey"},
+    }
+    assert properties["LoggingConfig"]["LogGroup"] == {"Ref": "WorkerLogGroup"}
+    allowed = statements(template, "WorkerRole")
+    assert set(allowed) == {"ListTheSource", "ReadTheSource", "WriteItsOwnLogs", "SendItsOutcomes"}
+    assert actions(allowed["ReadTheSource"]) == ["s3:GetObject"]
+    assert allowed["ReadTheSource"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}/${SourcePrefix}*"
+    }
+    assert allowed["ListTheSource"]["Condition"]["Fn::If"][1] == {
+        "StringLike": {"s3:prefix": [{"Fn::Sub": "${SourcePrefix}*"}]}
+    }
+    assert allowed["WriteItsOwnLogs"]["Resource"] == {"Fn::GetAtt": ["WorkerLogGroup", "Arn"]}
+    assert allowed["SendItsOutcomes"]["Resource"] == {"Fn::GetAtt": ["ResultsQueue", "Arn"]}
+    assert resources["WorkerDeliversOutcomes"]["Condition"] == "TrackedWorker"
+    # The stack's own worker gets its async config only once it exists.
+    config = resources["WorkerInvokeConfig"]["Properties"]
+    assert config["FunctionName"] == {
+        "Fn::If": ["HasWorker", {"Ref": "WorkerFunction"}, {"Ref": "TargetFunctionName"}]
+    }
+
+
+ALARMS = {
+    "ItemsFailedAlarm": ("hopper", "ItemsFailed", "GreaterThanThreshold", "notBreaching"),
+    "WorkerFailedAlarm": ("hopper", "WorkerFailed", "GreaterThanThreshold", "notBreaching"),
+    "HopperErrorsAlarm": ("AWS/Lambda", "Errors", "GreaterThanThreshold", "notBreaching"),
+    "DeadLettersAlarm": (
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible", "GreaterThanThreshold", "notBreaching"
+    ),
+    "NoRunAlarm": ("hopper", "RunsFinished", "LessThanThreshold", "breaching"),
+}  # fmt: skip
+
+
+def test_alarms_watch_failures_errors_dead_letters_and_missing_runs(template: Any) -> None:
+    resources = template["Resources"]
+    alarms = {k: r["Properties"] for k, r in resources.items() if r["Type"].endswith("::Alarm")}
+    assert {
+        name: (a["Namespace"], a["MetricName"], a["ComparisonOperator"], a["TreatMissingData"])
+        for name, a in alarms.items()
+    } == ALARMS
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == {
+            "Fn::If": [
+                "AlarmByEmail",
+                [{"Ref": "AlarmTopic"}],
+                {"Fn::If": ["AlarmToTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]},
+            ]
+        }
+    assert alarms["NoRunAlarm"]["Period"] == {"Ref": "RunWatchSeconds"}
+    assert resources["NoRunAlarm"]["Condition"] == "WatchRuns"
+    subscription = resources["AlarmSubscription"]
+    assert subscription["Condition"] == "AlarmByEmail"
+    assert subscription["Properties"]["Protocol"] == "email"
 
 
 def test_parameters_and_outputs(template: Any) -> None:
@@ -93,7 +196,10 @@ def test_parameters_and_outputs(template: Any) -> None:
         "SourceBucket", "SourcePrefix", "TargetFunctionArn", "ScheduleExpression", "ScheduleEnabled", "Mode",
         "BatchSize", "Concurrency", "InvocationType", "MemorySize", "Timeout",
     }  # fmt: skip
-    assert set(template["Outputs"]) >= {"FunctionName", "FunctionArn", "RuleArn", "RoleArn"}
+    assert set(template["Outputs"]) >= {
+        "FunctionName", "FunctionArn", "ScheduleArn", "ScheduleName", "RoleArn", "Alarms",
+        "DeadLetterQueueUrl",
+    }  # fmt: skip
 
 
 def test_tracking_owns_a_queue_the_worker_may_only_send_to_and_hopper_only_drain(
@@ -107,7 +213,11 @@ def test_tracking_owns_a_queue_the_worker_may_only_send_to_and_hopper_only_drain
     # Longer than one hopper invocation: deploy sets it from the timeout.
     assert queue["Properties"]["VisibilityTimeout"] == {"Ref": "QueueVisibilitySeconds"}
     [allow] = resources["ResultsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert allow["Principal"] == {"AWS": {"Ref": "WorkerRoleArn"}}
+    assert allow["Principal"] == {
+        "AWS": {
+            "Fn::If": ["HasWorker", {"Fn::GetAtt": ["WorkerRole", "Arn"]}, {"Ref": "WorkerRoleArn"}]
+        }
+    }
     assert allow["Action"] == "sqs:SendMessage"
     assert allow["Resource"] == {"Fn::GetAtt": ["ResultsQueue", "Arn"]}
     config = resources["WorkerInvokeConfig"]["Properties"]
@@ -138,3 +248,27 @@ def test_tracking_owns_a_queue_the_worker_may_only_send_to_and_hopper_only_drain
     assert environment["HOPPER_RESULTS_QUEUE"] == {
         "Fn::If": ["Tracking", {"Ref": "ResultsQueue"}, ""]
     }
+
+
+def test_the_worker_s_variables_and_added_policy_are_written_into_a_valid_template() -> None:
+    from hopper.stack import render_template
+
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/markers/*"}
+        ],
+    }
+    text = render_template({"MARKER_PREFIX": "markers/", "QUOTE": 'say "hi": ü\\'}, policy)
+    assert [str(m) for m in lint_all(text)] == []
+    rendered = cfn_yaml.loads(text)["Resources"]
+    variables = rendered["WorkerFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables == {
+        "HOPPER_WORKER_OF": {"Ref": "AWS::StackName"},
+        "MARKER_PREFIX": "markers/",
+        "QUOTE": 'say "hi": ü\\',
+    }
+    policies = rendered["WorkerRole"]["Properties"]["Policies"]
+    assert policies[-1] == {"PolicyName": "worker-policy", "PolicyDocument": policy}
+    # Nothing added: the template as `hopper template` prints it.
+    assert render_template({}, None) == template_text()

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "hopper"
 LAYERS: list[list[str]] = [
     ["errors"],
     ["items", "retry"],
-    ["aws", "event", "threshold", "schedule"],
+    ["aws", "event", "threshold", "schedule", "package", "logs"],
     ["config"],
     ["wire", "runstate"],  # the sub-packages' __init__: a docstring each
     ["wire.transport"],
@@ -32,7 +32,9 @@ LAYERS: list[list[str]] = [
     ["runstate.lease", "runstate.incremental", "runstate.tracking"],
     ["runstate.run"],
     ["runner"],
-    ["handler", "deploy"],
+    ["handler", "stack"],
+    ["status"],
+    ["deploy"],
     ["cli"],
     ["__main__"],
 ]

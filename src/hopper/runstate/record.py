@@ -46,6 +46,8 @@ from hopper.runstate.store import Log, Store
 
 LEASE_KEY = "lease.json"
 ACTIVE_KEY = "active.json"
+# The run that finished last: what `hopper status` shows without listing every run.
+LAST_KEY = "last.json"
 # Before incremental state was kept per job, one file held it, for objects runs.
 LEGACY_INCREMENTAL_KEY = "incremental.jsonl"
 RUNS = "runs/"
@@ -202,6 +204,7 @@ class RunRecord:
             document["ledger_error"] = str(error)
         self.store.put(self._summary_key, _json(document))
         if not keep_active:
+            self.store.put(LAST_KEY, _json({"run_id": self.run_id, "finished_at": _now()}))
             self.store.delete(ACTIVE_KEY)
 
 
@@ -242,6 +245,19 @@ def active_run(store: Store) -> dict[str, Any] | None:
 def ledger_lines(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
     for raw in store.log_lines(_run_key(run_id, "ledger")):
         yield json.loads(raw)
+
+
+def latest_run(store: Store) -> dict[str, Any] | None:
+    """The run going on now, or else the one that finished last, without listing the runs
+    (a state kept before last.json existed falls back to the listing)."""
+    for key in (ACTIVE_KEY, LAST_KEY):
+        pointer = _read_json(store, key)
+        if isinstance(pointer, dict) and pointer.get("run_id"):
+            document = load_run(store, str(pointer["run_id"]))
+            if document is not None:
+                return document
+    runs = list_runs(store)
+    return runs[0] if runs else None
 
 
 def list_runs(store: Store) -> list[dict[str, Any]]:

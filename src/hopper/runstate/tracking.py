@@ -125,6 +125,10 @@ class Collected:
 
     received: int = 0
     recorded: int = 0
+    # Of the records stored, how many say the worker succeeded, and how many that it failed
+    # (a record Lambda delivered twice counts twice here, once in the run).
+    processed: int = 0
+    worker_failed: int = 0
     orphaned: int = 0
     malformed: int = 0
     seconds: float = 0.0
@@ -134,6 +138,8 @@ class Collected:
         return {
             "received": self.received,
             "recorded": self.recorded,
+            "processed": self.processed,
+            "worker_failed": self.worker_failed,
             "orphaned": self.orphaned,
             "malformed": self.malformed,
             "runs": sorted(self.runs),
@@ -165,6 +171,8 @@ def collect(
         for run_id, lines in by_run.items():
             add_worker_records(store, run_id, lines)
             done.recorded += len(lines)
+            done.processed += sum(1 for line in lines if line["worker"] == PROCESSED)
+            done.worker_failed += sum(1 for line in lines if line["worker"] != PROCESSED)
             done.runs.add(run_id)
         _delete(sqs, queue_url, [receipt for receipt, _ in held])
         held.clear()
@@ -355,6 +363,8 @@ def collect_state(
         done = collect(store, url, sqs=sqs, budget=left)
         total.received += done.received
         total.recorded += done.recorded
+        total.processed += done.processed
+        total.worker_failed += done.worker_failed
         total.orphaned += done.orphaned
         total.malformed += done.malformed
         total.runs |= done.runs
