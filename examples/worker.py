@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and not logging.getLogger().handlers:
     # Lambda's Python runtime gives the root logger a handler (at the function's log level);
     # an emulator may not, and then these lines would go nowhere.
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.WARNING)
+log.setLevel(logging.INFO)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

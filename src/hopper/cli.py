@@ -1313,6 +1313,8 @@ def _print_status(report: dict[str, Any]) -> None:
             f"{schedule.get('expression')} in {schedule.get('timezone')}, {state}"
             + (f", up to {window} min late" if window else ""),
         )
+        if schedule.get("drift"):
+            row("  warning", str(schedule["drift"]))
         for i, moment in enumerate(schedule.get("next", [])):
             local = moment["local"]
             shown = local if schedule.get("timezone") != "UTC" else ""

@@ -311,6 +311,8 @@ class Deployer:
         stack's id, by which a deleted stack's events stay readable."""
         seen: set[str] = set()
         deadline = time.monotonic() + self.max_wait_seconds
+        # Short waits first: an emulator settles in well under a second, AWS in minutes.
+        pause = min(0.25, self.poll_seconds)
         while True:
             for event in self._events(ref, after):
                 if event["EventId"] in seen:
@@ -328,7 +330,8 @@ class Deployer:
             if time.monotonic() > deadline:
                 name = stack["StackName"] if stack is not None else ref
                 raise DeployError(f"stack {name} still {status} after {self.max_wait_seconds:.0f}s")
-            time.sleep(self.poll_seconds)
+            time.sleep(pause)
+            pause = min(pause * 2, self.poll_seconds)
 
     def _failure_reasons(self, ref: str, after: str | None) -> str:
         reasons = [

@@ -177,7 +177,8 @@ def emf_line(
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """Run hopper once, handing on to a continuation if the time budget runs out."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO)
+        # Root at WARNING, so botocore's INFO lines (one per client made) stay out of the logs.
+        logging.basicConfig(level=logging.WARNING)
     logging.getLogger("hopper").setLevel(logging.INFO)
     environ = os.environ
     options, continuation = options_from_event(event, environ)

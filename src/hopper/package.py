@@ -45,7 +45,8 @@ class Artifact:
     files: int
 
     def describe(self) -> str:
-        return f"{_size(len(self.data))}, {self.files} files, {_size(self.unzipped)} unzipped"
+        files = f"{self.files} file" + ("" if self.files == 1 else "s")
+        return f"{_size(len(self.data))}, {files}, {_size(self.unzipped)} unzipped"
 
 
 def _zip(entries: Iterable[tuple[str, bytes]]) -> Artifact:

@@ -46,7 +46,7 @@ def stack_report(
     report: dict[str, Any] = {
         "stack": name,
         "status": stack["StackStatus"],
-        "updated": str(stack.get("LastUpdatedTime") or stack.get("CreationTime")),
+        "updated": _when(stack.get("LastUpdatedTime") or stack.get("CreationTime")),
         "source": f"s3://{bucket}/{parameters.get('SourcePrefix') or ''}",
         "target": parameters.get("TargetFunctionArn"),
         "state": f"s3://{bucket}/{STATE}",
@@ -55,6 +55,12 @@ def stack_report(
     }
     when = now or datetime.now(UTC)
     report["schedule"] = _part(lambda: _schedule(outputs.get("ScheduleName", name), client, when))
+    asked = outputs.get("ScheduleTimezone")
+    found = report["schedule"].get("timezone")
+    if asked and found and asked != found:
+        # The schedule is not what the stack declared (changed by hand, or an emulator that
+        # drops the zone): say so rather than show the next times in a zone nobody chose.
+        report["schedule"]["drift"] = f"the stack declares {asked}; the schedule has {found}"
     report["last_run"] = _part(lambda: _last_run(report["state"], session))
     queues = {
         "results": outputs.get("ResultsQueueUrl"),
@@ -118,6 +124,10 @@ def _schedule(name: str, client: Callable[[str], Any], now: datetime) -> dict[st
         times = next_fire_times(schedule, now, NEXT_TIMES, zone)
     document["next"] = [{"local": t.astimezone(zone).isoformat(), "utc": _utc(t)} for t in times]
     return document
+
+
+def _when(moment: Any) -> str | None:
+    return _utc(moment) if isinstance(moment, datetime) else None
 
 
 def _utc(moment: datetime) -> str:

@@ -563,3 +563,31 @@ def test_a_stack_deployed_with_an_events_rule_updates_to_scheduler_and_leaves_no
     assert not logical & {"HopperSchedule", "HopperSchedulePermission"}
     assert {"ScheduleRole", "ScheduleDeadLetters"} <= logical
     assert "RuleArn" not in outputs and outputs["ScheduleName"] == STACK
+
+
+def test_destroy_purge_state_deletes_the_runs_state_and_nothing_else(
+    server_session: Any, worker_in_moto: dict[str, str]
+) -> None:
+    runner = CliRunner()
+    s3 = server_session.client("s3")
+    s3.put_object(Bucket="source-bucket", Key="datasets/a.csv", Body=b"x")
+    s3.put_object(Bucket="source-bucket", Key="_hopper/statement.txt", Body=b"not state")
+    deployed = runner.invoke(cli, ["deploy", "--source", "s3://source-bucket/datasets/",
+                                   "--target", "worker", "--stack-name", STACK])  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    state = "s3://source-bucket/_hopper/state"
+    ran = runner.invoke(cli, ["run", "s3://source-bucket/datasets/", "--target", "worker",
+                              "--state", state, "--invocation-type", "request-response"])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    stored = s3.list_objects_v2(Bucket="source-bucket", Prefix="_hopper/state/")["KeyCount"]
+    assert stored > 0
+
+    gone = runner.invoke(cli, ["destroy", "--stack-name", STACK, "--purge-state"])
+    assert gone.exit_code == 0, gone.output
+    assert f"removed {state}/ ({stored} objects of run state)" in gone.stdout
+    assert "kept s3://source-bucket/_hopper/state/" not in gone.stdout
+    left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="source-bucket").get("Contents", []))
+    # The data and a key that merely starts like the state prefix stay.
+    assert left == ["_hopper/statement.txt", "datasets/a.csv"]
+    runs = runner.invoke(cli, ["runs", "--state", state, "--json"])
+    assert (runs.exit_code, json.loads(runs.stdout)) == (0, [])

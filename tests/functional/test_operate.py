@@ -235,6 +235,9 @@ def test_status_shows_the_schedule_in_its_zone_the_last_run_and_the_alarms(
         True,
     )
     assert schedule["flexible_window_minutes"] == 15
+    # moto's CloudFormation made no schedule, so this test made one in a zone the stack did not
+    # declare: status says so (as it would of a schedule changed by hand).
+    assert schedule["drift"] == "the stack declares UTC; the schedule has Europe/Berlin"
     assert len(schedule["next"]) == 3
     for moment in schedule["next"]:
         local = datetime.fromisoformat(moment["local"])
@@ -254,6 +257,7 @@ def test_status_shows_the_schedule_in_its_zone_the_last_run_and_the_alarms(
 
     text = hopper("status", "--stack-name", STACK).stdout
     assert "cron(0 9 ? * MON-FRI *) in Europe/Berlin, on, up to 15 min late" in text
+    assert "  warning    the stack declares UTC; the schedule has Europe/Berlin" in text
     assert f"last run     {run_id}  succeeded" in text
     assert f"ALARM             {STACK}-worker-failed" in text
     assert "dispatched 2, failed 0, not dispatched 0, processed 2, worker failed 0" in text
@@ -269,6 +273,7 @@ def test_status_shows_the_schedule_in_its_zone_the_last_run_and_the_alarms(
     found = scheduler.get_schedule(Name=STACK)
     anchor = found["LastModificationDate"]
     report = json.loads(hopper("status", "--stack-name", STACK, "--json").stdout)
+    assert "drift" not in report["schedule"]
     times = [
         datetime.fromisoformat(m["utc"].replace("Z", "+00:00")) for m in report["schedule"]["next"]
     ]
