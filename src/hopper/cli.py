@@ -1509,6 +1509,11 @@ def _print_rows(title: str, rows: list[tuple[str, str]], *, err: bool = False) -
     """A titled table of rows on stdout, or on stderr (`err`): drawn when that stream is a
     terminal, as plain `name  value` lines otherwise."""
     stream = sys.stderr if err else sys.stdout
+    # A label said once for a run of rows that share it (the first keys, items too large).
+    rows = [
+        ("" if i and name == rows[i - 1][0] else name, value)
+        for i, (name, value) in enumerate(rows)
+    ]
     if stream.isatty():
         from rich.console import Console
         from rich.table import Table

@@ -663,7 +663,7 @@ def test_help_shows_choices_and_exit_codes_everywhere() -> None:
     assert 'event["items"][i]["path"]' in invoke("run", "--help").stdout
     for command in (
         "run", "plan", "runs", "report", "retry", "collect", "schedule", "deploy", "status",
-        "invoke", "destroy", "template",
+        "invoke", "logs", "destroy", "template",
     ):  # fmt: skip
         assert "Exit code" in invoke(command, "--help").stdout, command
 
@@ -672,7 +672,14 @@ def test_plan_with_a_local_target_names_no_lambda_cost_and_labels_its_keys() -> 
     result = invoke("plan", str(EXAMPLES / "datasets"), "--target", WORKER)
     assert result.exit_code == 0, result.output
     assert "Lambda" not in result.stdout and "too large to send" not in result.stdout
-    assert "first 6 keys" in result.stdout
+    # The label once, then each key on a line of its own below it.
+    assert result.stdout.count("first 6 keys") == 1
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "first 6 keys" in line)
+    column = lines[start].index("first 6 keys") + len("first 6 keys")
+    keys = [line[column:].strip() for line in lines[start : start + 6]]
+    assert len(keys) == 6 and all(keys) and keys == sorted(keys)
+    assert all(not line[:column].strip() for line in lines[start + 1 : start + 6])
     lambda_plan = invoke("plan", str(EXAMPLES / "datasets"), "--target", "lambda:worker").stdout
     assert "est. Lambda requests" in lambda_plan and "Lambda's limit: 1048576 bytes" in lambda_plan
 
