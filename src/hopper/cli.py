@@ -143,7 +143,7 @@ def _config(source: str, options: dict[str, Any]) -> RunConfig:
 
 def _session(config: RunConfig) -> Any:
     uses_aws = (
-        config.source.startswith("s3://")
+        not config.is_local_source
         or (config.target and not config.is_local_target)
         or (config.state or "").startswith("s3://")
     )
@@ -309,7 +309,7 @@ def _run_once(
     (`stop`, when a schedule already listens for Ctrl-C). With `lines`, each result and
     failure is printed on stdout as it arrives."""
     watch = _Watch(progress=_stderr_is_terminal(), lines=lines)
-    if watch.progress and retry_of is None and not config.source.startswith("s3://"):
+    if watch.progress and retry_of is None and config.is_local_source:
         # A folder lists in a moment: count it aside, and the bar gets its total.
         watch.count_in_background(config)
     try:
@@ -1479,6 +1479,23 @@ def _print_plan(summary: PlanSummary) -> None:
                 f"${cost['s3_list_requests']:.6f} at ${list_price}/1k{fingerprints}",
             )
         )
+    if summary.inventory:
+        inv = summary.inventory
+        rows += [
+            ("report", f"{inv['report']} ({inv['format']}, {_count(inv['files'], 'file')})"),
+            ("report date", f"{inv['created']}, {inv['age_hours']} hours old"),
+            (
+                "report rows",
+                f"{inv['rows']}: {inv['current_objects']} current, {inv['skipped_rows']} "
+                "skipped (delete markers and older versions)",
+            ),
+            ("est. S3 GET", f"${inv['read_usd']:.6f} to read the report"),
+            (
+                "listing instead",
+                f"{_count(inv['listing_instead_requests'], 'LIST request')}, "
+                f"${inv['listing_instead_usd']:.6f}",
+            ),
+        ]
     for item in summary.oversize_items:
         rows.append(("too large", f"{_printable(item['key'])}: {item['reason']}"))
     shown = summary.first_keys[:10]

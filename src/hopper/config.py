@@ -171,12 +171,22 @@ class RunConfig:
         """The same run with its local paths made absolute (a folder source, a worker file):
         a run recorded this way is retried from any working directory."""
         source, target = self.source, self.target
-        if source.startswith("file://") or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", source):
+        if self.is_local_source:
             source = _absolute(source.removeprefix("file://"))
         if target is not None and self.is_local_target and not target.startswith("python:"):
             file, _, function = target.rpartition(":")
             target = f"{_absolute(file)}:{function}"
         return dataclasses.replace(self, source=source, target=target)
+
+    @property
+    def is_local_source(self) -> bool:
+        """A folder (a path, or file://PATH), not S3 or an inventory report."""
+        source = self.source.strip()
+        if source.startswith("file://"):
+            return True
+        return not source.startswith("inventory:") and not re.match(
+            r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", source
+        )
 
     @property
     def is_local_target(self) -> bool:

@@ -20,6 +20,7 @@ from hopper.config import RunConfig
 from hopper.dispatch import Dispatcher
 from hopper.errors import InvalidInput
 from hopper.event import EventRecipe
+from hopper.inventory import InventorySource
 from hopper.items import (
     DEADLINE_REACHED,
     DISPATCHED,
@@ -34,7 +35,7 @@ from hopper.items import (
 from hopper.retry import RetryPolicy
 from hopper.selection import Selector
 from hopper.sources import STATE_PREFIX, Datasets, Source, parse_source
-from hopper.summary import SHOW, PlanSummary, RunSummary
+from hopper.summary import SHOW, PlanSummary, RunSummary, inventory_facts
 from hopper.target import Multiplexing, Target
 from hopper.targets import parse_target
 
@@ -440,6 +441,11 @@ def plan(
             summary.largest_payload_batch = step.index
     if isinstance(source, Datasets):
         summary.fingerprint_objects = source.objects_listed
+    report_source = source.objects if isinstance(source, Datasets) else source
+    if isinstance(report_source, InventorySource):
+        summary.inventory = inventory_facts(
+            report_source.report, report_source.rows_read, report_source.rows_current
+        )
     return summary
 
 

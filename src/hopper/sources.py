@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from hopper import aws
 from hopper.errors import InvalidInput, aws_errors, boto_errors, error_code
+from hopper.inventory import InventorySource, is_inventory
 from hopper.items import Item, Page, Skipped
 from hopper.wire import transport
 from hopper.wire.listing import FastLister, ListPage, page_from_response
@@ -46,15 +47,20 @@ _REDIRECTS = frozenset(
 
 
 class Source(Protocol):
-    """Anything that lists items in key order. `bucket` is set for S3 sources only.
+    """Anything that lists items in key order. `bucket` is set for S3 sources only (for an
+    inventory report, the bucket it lists).
 
     `key_root` is what every key is relative to, ending in a separator: `s3://BUCKET/`, or a
     folder's real path and `/`.
     """
 
-    bucket: str | None
     mode: str
-    key_root: str
+
+    @property
+    def bucket(self) -> str | None: ...
+
+    @property
+    def key_root(self) -> str: ...
 
     def pages(self, start_after: str | None = None) -> Iterator[Page]: ...
 
@@ -309,9 +315,12 @@ def parse_source(
     s3_client: Any = None,
     transport_name: str = "auto",
     parallelism: int = 16,
-) -> S3Source | LocalSource:
-    """`s3://BUCKET[/PREFIX]`, `file://PATH` or a folder path."""
+) -> S3Source | LocalSource | InventorySource:
+    """`s3://BUCKET[/PREFIX]`, `inventory:s3://…` (an S3 Inventory report), `file://PATH` or a
+    folder path."""
     text = text.strip()
+    if is_inventory(text):
+        return InventorySource(text, mode=mode, s3_client=s3_client, session=session)
     if text.startswith("s3://"):
         bucket, prefix = aws.split_s3_url(text, what="source")
         return S3Source(

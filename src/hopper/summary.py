@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from hopper.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from hopper.inventory import Report
 from hopper.items import (
     DEADLINE_REACHED,
     DISPATCHED,
@@ -35,6 +37,9 @@ LAMBDA_PRICE_PER_MILLION_REQUESTS_USD = 0.20
 # 1,000 requests"), read 2026-11-27.
 S3_LIST_PRICE_PER_THOUSAND_USD = 0.005
 S3_KEYS_PER_LIST = 1000
+# Same page: "GET, SELECT, and all other requests: $0.0004 per 1,000 requests", read
+# 2026-11-30. An inventory report costs a GET per data file, plus the manifest and checksum.
+S3_GET_PRICE_PER_THOUSAND_USD = 0.0004
 # Amazon SQS standard queue requests, USD per million (the first million a month are free).
 # Source: https://aws.amazon.com/sqs/pricing/ ("Standard Queues: $0.40 per million requests"
 # for the first 100 billion a month), read 2026-11-30. Tracking costs per batch one request
@@ -302,6 +307,9 @@ class PlanSummary:
     unchanged: int = 0
     fingerprint_objects: int = 0
     listing_complete: bool = True
+    # For an inventory source: the report (URL, date, age), its rows, and what listing the
+    # bucket instead would have cost.
+    inventory: dict[str, Any] | None = None
     first_keys: list[str] = field(default_factory=list)
     oversize_items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -346,3 +354,25 @@ class PlanSummary:
             "sqs_price_per_million_requests": SQS_PRICE_PER_MILLION_REQUESTS_USD,
         }
         return data
+
+
+def inventory_facts(
+    report: Report, rows: int, current: int, now: datetime | None = None
+) -> dict[str, Any]:
+    """What `plan` says of an inventory report it read: its date and age, its rows, what
+    reading it cost, and what listing the bucket instead would have cost."""
+    gets = len(report.files) + 2  # the data files, the manifest and its checksum
+    lists = max(1, math.ceil(current / S3_KEYS_PER_LIST))
+    return {
+        "report": report.url,
+        "format": report.file_format,
+        "created": report.created.isoformat().replace("+00:00", "Z"),
+        "age_hours": report.age_hours(now),
+        "files": len(report.files),
+        "rows": rows,
+        "current_objects": current,
+        "skipped_rows": rows - current,
+        "read_usd": round(gets * S3_GET_PRICE_PER_THOUSAND_USD / 1000, 6),
+        "listing_instead_requests": lists,
+        "listing_instead_usd": round(lists * S3_LIST_PRICE_PER_THOUSAND_USD / 1000, 6),
+    }

@@ -18,6 +18,7 @@ LAYERS: list[list[str]] = [
     ["wire", "runstate"],  # the sub-packages' __init__: a docstring each
     ["wire.transport"],
     ["wire.mux", "wire.listing", "wire.partition"],
+    ["inventory"],
     ["sources"],
     ["selection", "batching"],
     ["target", "localworker", "spawn"],
