@@ -20,7 +20,6 @@ from hopper.config import RunConfig
 from hopper.dispatch import Dispatcher
 from hopper.errors import InvalidInput
 from hopper.event import EventRecipe
-from hopper.inventory import InventorySource
 from hopper.items import (
     DEADLINE_REACHED,
     DISPATCHED,
@@ -136,7 +135,9 @@ def _selected(
                 on_listed(item)
                 yield item
 
-    chosen: Iterator[Item] = (item for item in listed() if select(item))
+    chosen: Iterator[Item] = (
+        listed() if select.keeps_everything else (item for item in listed() if select(item))
+    )
     # Hooks that keep everything cost the listing no call per item.
     if type(hooks).keep is RunHooks.keep:
         if config.limit is not None:
@@ -396,7 +397,6 @@ def plan(
         payload_limit=config.payload_limit,
     )
     run_id = new_run_id()
-    recipe = EventRecipe(run_id=run_id, payload=config.payload, bucket=source.bucket)
 
     def listed(_: Item) -> None:
         summary.listed += 1
@@ -417,11 +417,9 @@ def plan(
         on_selected=selected,
         hooks=hooks or _NO_HOOKS,
     )
+    sizer = EventSizer(run_id=run_id, payload=config.payload, bucket=source.bucket)
     for step in make_batches(
-        items,
-        batch_size=config.batch_size,
-        limit=config.payload_limit,
-        sizer=EventSizer(run_id=run_id, payload=config.payload, bucket=source.bucket),
+        items, batch_size=config.batch_size, limit=config.payload_limit, sizer=sizer
     ):
         if isinstance(step, Passed):
             summary.unchanged += 1
@@ -435,14 +433,18 @@ def plan(
         n = len(step.items)
         summary.min_batch_items = min(summary.min_batch_items or n, n)
         summary.max_batch_items = max(summary.max_batch_items, n)
-        size = len(recipe.encode(step, 1))
+        # Exact, without building or encoding the event: this runs once per batch.
+        size = sizer.exact(step)
         if size > summary.largest_payload_bytes:
             summary.largest_payload_bytes = size
             summary.largest_payload_batch = step.index
     if isinstance(source, Datasets):
         summary.fingerprint_objects = source.objects_listed
     report_source = source.objects if isinstance(source, Datasets) else source
-    if isinstance(report_source, InventorySource):
+    if config.source.strip().startswith("inventory:"):
+        from hopper.inventory import InventorySource
+
+        assert isinstance(report_source, InventorySource)
         summary.inventory = inventory_facts(
             report_source.report, report_source.rows_read, report_source.rows_current
         )

@@ -21,16 +21,11 @@ dispatched. CSV reports need only the standard library; Parquet and ORC need pya
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import heapq
 import io
 import json
 import logging
-import pickle
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -263,6 +258,9 @@ def _open(s3: Any, report: Report, file: DataFile) -> _Hashing:
 
 
 def _csv_rows(s3: Any, report: Report, file: DataFile) -> Iterator[Row]:
+    import csv
+    import gzip
+
     at = {
         name: report.schema.index(col) for name, col in _CSV_COLUMNS.items() if col in report.schema
     }
@@ -322,6 +320,8 @@ def _pyarrow() -> Any:
 
 def _columnar_rows(s3: Any, report: Report, file: DataFile) -> Iterator[Row]:
     """Parquet and ORC files need random access: each goes to a temporary file first."""
+    import tempfile
+
     _pyarrow()
     raw = _open(s3, report, file)
     with tempfile.TemporaryFile() as spool:
@@ -376,6 +376,8 @@ def read_rows(s3: Any, report: Report) -> Iterator[Row]:
 
 def sort_rows(rows: Iterable[Row], *, run: int = SORT_RUN) -> Iterator[Row]:
     """`rows` in key order, holding at most `run` rows (and a block of each spilled run)."""
+    import heapq
+
     by_key = itemgetter(0)
     chunk: list[Row] = []
     spilled: list[IO[bytes]] = []
@@ -400,6 +402,9 @@ def sort_rows(rows: Iterable[Row], *, run: int = SORT_RUN) -> Iterator[Row]:
 
 
 def _spill(rows: list[Row]) -> IO[bytes]:
+    import pickle
+    import tempfile
+
     # Anonymous: the files vanish when closed, or when the process ends however it ends.
     f = tempfile.TemporaryFile()  # noqa: SIM115 - closed by sort_rows, after the merge
     for start in range(0, len(rows), SPILL_BLOCK):
@@ -409,6 +414,8 @@ def _spill(rows: list[Row]) -> IO[bytes]:
 
 
 def _unspill(f: IO[bytes]) -> Iterator[Row]:
+    import pickle
+
     while True:
         try:
             block: list[Row] = pickle.load(f)  # noqa: S301 - our own temporary file

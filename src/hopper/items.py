@@ -3,7 +3,7 @@ became of each batch (its Outcome) and of the run (why it stopped early, if it d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -55,6 +55,9 @@ class Batch:
 
     index: int
     items: tuple[Item, ...]
+    # The encoded size of its `items` entries together, as batching counted them (0 when the
+    # batch was not made by batching): plan reads its events' sizes from it.
+    items_bytes: int = field(default=0, compare=False)
 
     @property
     def first_key(self) -> str:

@@ -33,6 +33,18 @@ class Selector:
             modified_before=config.modified_before,
         )
 
+    @property
+    def keeps_everything(self) -> bool:
+        """No filter at all: the listing need not ask about each item."""
+        return not (
+            self.include
+            or self.exclude
+            or self.min_size is not None
+            or self.max_size is not None
+            or self.modified_after is not None
+            or self.modified_before is not None
+        )
+
     def __call__(self, item: Item) -> bool:
         key = item.key
         if self.include and not any(fnmatchcase(key, pattern) for pattern in self.include):

@@ -16,15 +16,17 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hopper import aws
 from hopper.errors import InvalidInput, aws_errors, boto_errors, error_code
-from hopper.inventory import InventorySource, is_inventory
 from hopper.items import Item, Page, Skipped
 from hopper.wire import transport
 from hopper.wire.listing import FastLister, ListPage, page_from_response
 from hopper.wire.partition import Partitioned
+
+if TYPE_CHECKING:
+    from hopper.inventory import InventorySource
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +321,10 @@ def parse_source(
     """`s3://BUCKET[/PREFIX]`, `inventory:s3://…` (an S3 Inventory report), `file://PATH` or a
     folder path."""
     text = text.strip()
-    if is_inventory(text):
+    if text.startswith("inventory:"):
+        # Loaded only for an inventory source: the Lambda handler's cold start skips it.
+        from hopper.inventory import InventorySource
+
         return InventorySource(text, mode=mode, s3_client=s3_client, session=session)
     if text.startswith("s3://"):
         bucket, prefix = aws.split_s3_url(text, what="source")

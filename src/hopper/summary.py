@@ -7,10 +7,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hopper.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from hopper.inventory import Report
 from hopper.items import (
     DEADLINE_REACHED,
     DISPATCHED,
@@ -23,6 +22,9 @@ from hopper.items import (
     Stop,
     StopReason,
 )
+
+if TYPE_CHECKING:
+    from hopper.inventory import Report
 
 # How many failures, results and skipped entries a summary keeps; the rest are only counted.
 SHOW = 20

@@ -165,3 +165,27 @@ def test_an_item_passed_over_names_the_batch_it_follows() -> None:
         Passed("f", 2),
         Batch(2, (Item("e"),)),
     ]
+
+
+@pytest.mark.parametrize("payload", [{}, {"job": "nightly", "n": [1, 2]}])
+@pytest.mark.parametrize("batch_size", [1, 3, 7])
+def test_the_exact_size_is_the_length_of_the_first_attempts_event(
+    payload: dict[str, object], batch_size: int
+) -> None:
+    rng = random.Random(batch_size)
+    alphabet = string.ascii_letters + 'ü/ +%"\\\n日🚀'
+    items = [
+        Item(
+            "".join(rng.choices(alphabet, k=rng.randint(1, 40))),
+            size=rng.choice([None, 0, 10**12]),
+            etag=rng.choice([None, "d41d8cd98f00b204e9800998ecf8427e"]),
+            last_modified=rng.choice([None, datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)]),
+        )
+        for _ in range(1500)  # batch numbers of one to four digits
+    ]
+    sizer = EventSizer(run_id="run-1", payload=payload, bucket="bkt")
+    out = list(make_batches(items, batch_size=batch_size, limit=10**9, sizer=sizer))
+    for batch in out:
+        assert isinstance(batch, Batch)
+        body = encode_event(batch=batch, run_id="run-1", attempt=1, payload=payload, bucket="bkt")
+        assert sizer.exact(batch) == len(body), batch.index

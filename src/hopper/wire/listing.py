@@ -77,8 +77,11 @@ def _decoded(text: str) -> str:
 # S3 writes each object's fields in its schema's order, on one line; a page written that way
 # is read with one regular expression, anything else (whitespace, other fields, another
 # emulator) by ElementTree. Both give the same items; tests/unit/test_listing.py checks it.
+# The ETag's quotes (`&quot;` as S3 writes them) are matched around it rather than unescaped
+# per key; an ETag holding any other entity fails the match, and the page goes to ElementTree.
 _ROW = re.compile(
-    rb"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified><ETag>([^<]*)</ETag>"
+    rb"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified>"
+    rb'<ETag>(?:&quot;|&#34;|")?([^<&"]*)(?:&quot;|&#34;|")?</ETag>'
     rb"(?:<Checksum\w*>[^<]*</Checksum\w*>)*<Size>(\d+)</Size>"
 )
 _TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>")
@@ -111,10 +114,7 @@ def _parse_rows(body: bytes, until: str | None) -> ListPage | None:
         moment = moments.get(modified)
         if moment is None:
             moment = moments[modified] = datetime.fromisoformat(modified.decode())
-        tag = etag.decode()
-        if "&" in tag:
-            tag = html.unescape(tag)
-        items.append(Item(key, int(size), tag.strip('"') or None, moment))
+        items.append(Item(key, int(size), etag.decode() or None, moment))
     token = _TOKEN.search(body)
     return ListPage(
         items=items,
