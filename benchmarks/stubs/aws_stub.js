@@ -8,6 +8,7 @@
 //   TooManyRequestsException with a Reason, as Lambda does when throttling.
 // S3: GET /BUCKET?list-type=2 over a synthetic sorted key space of --keys keys, after
 //   --page-ms: prefix, delimiter, start-after, continuation-token, max-keys, encoding-type=url.
+//   With --objects DIR, GET /BUCKET/KEY answers the file DIR/BUCKET/KEY (GetObject).
 // GET /stats returns counters as JSON; POST /reset zeroes them.
 "use strict";
 const http = require("http");
@@ -18,6 +19,9 @@ const KEYS = Number(args.keys || 100000);
 const INVOKE_MS = Number(args["invoke-ms"] || 0);
 const PAGE_MS = Number(args["page-ms"] || 0);
 const FAULT_RATE = Number(args["fault-rate"] || 0);
+// GetObject serves the files of this folder, if given (benchmarks of inventory reports).
+const fs = require("fs");
+const OBJECTS = args.objects ? require("path").resolve(args.objects) : null;
 
 // Keys as S3 would sort them (UTF-8 byte order; every key here is ASCII, so JS order agrees).
 // Ten top-level folders, like a dataset partitioned by day, a few names that need URL encoding.
@@ -27,7 +31,7 @@ for (let i = 0; i < KEYS; i++) {
   keys.push(`${folder}/part ${String(i).padStart(8, "0")}+v1.csv`);
 }
 keys.sort();
-const stats = { invokes: 0, faults: 0, lists: 0, keys_listed: 0 };
+const stats = { invokes: 0, faults: 0, lists: 0, keys_listed: 0, gets: 0 };
 
 function lowerBound(x) {  // first index with keys[i] > x
   let lo = 0, hi = keys.length;
@@ -129,6 +133,18 @@ const server = http.createServer((req, res) => {
         res.writeHead(200, { "Content-Type": "application/xml", "x-amz-request-id": `l${stats.lists}`, "Content-Length": Buffer.byteLength(body) });
         res.end(body);
       });
+    }
+    if (req.method === "GET" && OBJECTS) {
+      // GetObject from --objects DIR: /BUCKET/KEY is the file DIR/BUCKET/KEY (an inventory report).
+      const file = require("path").join(OBJECTS, decodeURIComponent(path.slice(1)));
+      if (file.startsWith(OBJECTS) && fs.existsSync(file) && fs.statSync(file).isFile()) {
+        stats.gets += 1;
+        res.writeHead(200, { "Content-Type": "application/octet-stream", "Content-Length": fs.statSync(file).size, "ETag": '"stub"' });
+        return fs.createReadStream(file).pipe(res);
+      }
+      const missing = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>stub</Message></Error>';
+      res.writeHead(404, { "Content-Type": "application/xml", "Content-Length": missing.length });
+      return res.end(missing);
     }
     const body = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>stub</Message></Error>';
     res.writeHead(501, { "Content-Type": "application/xml", "Content-Length": body.length });

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,9 @@ STATE_PREFIX = "_hopper/"
 # Greater than any character a key can hold after a prefix: "after this prefix" in prefixes
 # mode means after every key under it, or S3 would roll the rest of that prefix up again.
 _AFTER_PREFIX = "\U0010ffff"
+# A first page that waited at least this long (and twice its parsing time) is latency-bound:
+# S3 takes 30-100 ms per page, a loopback endpoint a few. Measured in benchmarks/suite.py (P8).
+_LATENCY_BOUND_SECONDS = 0.02
 # S3's answers for "this bucket is in another region".
 _REDIRECTS = frozenset(
     {
@@ -143,7 +147,13 @@ class S3Source:
             return
         try:
             try:
+                started, cpu = time.perf_counter(), time.thread_time()
                 page = lister.page(start_after=begin)
+                # Waiting on S3 (not parsing) is what parallel ranges hide. When the first
+                # page came back quickly (a local endpoint, few cores), ranges in threads
+                # would only contend for the interpreter: list one page at a time.
+                cpu = time.thread_time() - cpu
+                waiting = time.perf_counter() - started - cpu
             except boto_errors() as exc:
                 if error_code(exc) not in _REDIRECTS:
                     raise
@@ -154,7 +164,22 @@ class S3Source:
             yield Page(items=tuple(_after(page, begin)))
             if not page.truncated:
                 return
-            if self.mode == "objects" and self.parallelism > 1 and page.last and page.items:
+            latency_bound = waiting >= _LATENCY_BOUND_SECONDS and waiting >= 2 * cpu
+            if not latency_bound:
+                log.info(
+                    "s3://%s: the first page took %.1f ms of CPU and %.1f ms waiting; "
+                    "listing one page at a time",
+                    self.bucket,
+                    cpu * 1000,
+                    waiting * 1000,
+                )
+            if (
+                latency_bound
+                and self.mode == "objects"
+                and self.parallelism > 1
+                and page.last
+                and page.items
+            ):
                 # A listing past its first page may be long: list ranges of it at once.
                 ranges = Partitioned(
                     lambda after, until: _fetched(lister.page(start_after=after, until=until)),

@@ -149,7 +149,7 @@ class Partitioned:
     ) -> None:
         self._fetch = fetch
         self._parallelism = parallelism
-        self._ahead = ahead if ahead is not None else parallelism
+        self._ahead = ahead if ahead is not None else 4 * parallelism
         self._ranges: list[_Range] = []
         self._lock = threading.Condition()
         self._error: BaseException | None = None
