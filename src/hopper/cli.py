@@ -934,6 +934,12 @@ def _schedule_options(func: F) -> F:
                 help="Send the alarms here (a topic and an email subscription to confirm).",
             ),
             click.option("--alarm-topic", metavar="ARN", help="Send the alarms to this SNS topic."),
+            click.option(
+                "--on-new-inventory",
+                is_flag=True,
+                help="With an inventory:s3://… source: start a run when a new report lands, "
+                "instead of on a schedule (turns on the bucket's EventBridge notifications).",
+            ),
         ],
     )
 
@@ -942,8 +948,8 @@ def _schedule_options(func: F) -> F:
 @click.option(
     "--source",
     required=True,
-    metavar="s3://BUCKET[/PREFIX]",
-    help="The bucket (and prefix) to list.",
+    metavar="s3://BUCKET[/PREFIX] | inventory:s3://…",
+    help="The bucket (and prefix) to list, or the S3 Inventory reports to read.",
 )
 @click.option(
     "--target",
@@ -1305,6 +1311,9 @@ def _print_status(report: dict[str, Any]) -> None:
     problem = failed(schedule)
     if problem:
         row("schedule", problem)
+    elif "rule" in schedule:
+        row("schedule", f"{schedule['trigger']}, {str(schedule['state']).lower()}")
+        row("  rule", str(schedule["rule"]))
     else:
         state = "on" if schedule.get("enabled") else "off"
         window = schedule.get("flexible_window_minutes") or 0

@@ -160,12 +160,33 @@ class Deployer:
             raise DeployError(
                 f"stack {config.stack_name} ended {final}: {self._failure_reasons(ref, seen)}"
             )
+        if config.on_new_inventory:
+            self._notify_eventbridge(*config.inventory_or_fail())
         if config.alarm_email and stack is None:
             self.progress(
                 f"alarms go to {config.alarm_email} once it confirms the subscription email "
                 "AWS sent it"
             )
         return self.outputs(config.stack_name)
+
+    def _notify_eventbridge(self, bucket: str, prefix: str) -> None:
+        """Have the inventory bucket send its object events to EventBridge, keeping the rest
+        of its notification configuration: the rule sees a report land only then."""
+        s3 = self.client("s3")
+        with aws_errors("GetBucketNotificationConfiguration", f"bucket {bucket}"):
+            current = s3.get_bucket_notification_configuration(Bucket=bucket)
+        current.pop("ResponseMetadata", None)
+        if "EventBridgeConfiguration" in current:
+            return
+        current["EventBridgeConfiguration"] = {}
+        with aws_errors("PutBucketNotificationConfiguration", f"bucket {bucket}"):
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration=current
+            )
+        self.progress(
+            f"turned on EventBridge notifications of s3://{bucket}: a new report under "
+            f"{prefix} now starts a run (destroy leaves them on)"
+        )
 
     def _worker_package(self, config: DeployConfig) -> Artifact | None:
         """The deployed worker's zip, built before any AWS call (pip may refuse a dependency)."""
@@ -425,6 +446,11 @@ class Deployer:
             if parameters.get("ArtifactBucket"):
                 buckets.add(str(parameters["ArtifactBucket"]))
             state_bucket = parameters.get("SourceBucket")
+            if parameters.get("OnNewInventory") == "true":
+                done.kept.append(
+                    f"EventBridge notifications of s3://{parameters.get('InventoryBucket')}, "
+                    "which deploy turned on (other rules may use them)"
+                )
             target = str(parameters.get("TargetFunctionArn") or "")
             if not parameters.get("WorkerArtifactKey") and target:
                 done.kept.append(f"the worker {target}, which this stack did not deploy")

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from hopper import aws
 from hopper.errors import InvalidInput
+from hopper.inventory import parse_inventory_url
 from hopper.lambda_target import LambdaTarget
 from hopper.package import WorkerSource, parse_worker
 from hopper.schedule import At, Rate, next_fire_times, parse_schedule, parse_timezone
@@ -108,15 +110,24 @@ class DeployConfig:
     worker_managed_policies: tuple[str, ...] = ()
     alarm_email: str | None = None
     alarm_topic: str | None = None
+    # Start a run when a new inventory report lands, instead of on a schedule.
+    on_new_inventory: bool = False
 
     def __post_init__(self) -> None:
         validate_stack_name(self.stack_name)
-        if not self.source.startswith("s3://"):
+        object.__setattr__(self, "source", self.source.strip())
+        if not self.source.startswith(("s3://", "inventory:")):
             raise InvalidInput(
-                f"deploy needs an S3 source (s3://BUCKET[/PREFIX]), got {self.source!r}",
+                "deploy needs an S3 source (s3://BUCKET[/PREFIX] or inventory:s3://…), "
+                f"got {self.source!r}",
                 hint="a deployed hopper lists S3; run a local folder with `hopper run`",
             )
         parse_source(self.source, mode=self.mode)
+        if self.inventory is not None:
+            # The source bucket, from where S3 writes reports: it holds the state.
+            aws.split_s3_url(f"s3://{self.bucket}", what="the source bucket of the inventory")
+        elif self.on_new_inventory:
+            raise InvalidInput("--on-new-inventory goes with an inventory:s3://… source")
         self._check_worker()
         self._check_schedule()
         if self.artifact_bucket is not None:
@@ -225,11 +236,39 @@ class DeployConfig:
     # ------------------------------------------------------------------------ derived
 
     @property
+    def inventory(self) -> tuple[str, str] | None:
+        """For an inventory source: the bucket S3 writes the reports to, and the folder of the
+        inventory configuration there (PREFIX/SOURCE_BUCKET/CONFIG_ID/), which holds every
+        report and its data files."""
+        if not self.source.startswith("inventory:"):
+            return None
+        bucket, key, _ = parse_inventory_url(self.source)
+        parts = key.rstrip("/").split("/")
+        if key.endswith("manifest.json"):
+            parts = parts[:-2]  # DATE/manifest.json
+        if len(parts) < 2:
+            raise InvalidInput(
+                f"source {self.source!r}: S3 writes reports to "
+                "DEST_BUCKET/PREFIX/SOURCE_BUCKET/CONFIG_ID/, and this names no source bucket"
+            )
+        return bucket, "/".join(parts) + "/"
+
+    def inventory_or_fail(self) -> tuple[str, str]:
+        if self.inventory is None:
+            raise InvalidInput("--on-new-inventory goes with an inventory:s3://… source")
+        return self.inventory
+
+    @property
     def bucket(self) -> str:
+        """The bucket the datasets are in (for an inventory source, the one it lists)."""
+        if self.inventory is not None:
+            return self.inventory[1].rstrip("/").split("/")[-2]
         return self.source[len("s3://") :].partition("/")[0]
 
     @property
     def prefix(self) -> str:
+        if self.inventory is not None:
+            return parse_inventory_url(self.source)[2]
         return self.source[len("s3://") :].partition("/")[2]
 
     @property
@@ -258,7 +297,7 @@ class DeployConfig:
         its flexible window), at least five minutes; 0 for no such alarm (a one-time or
         disabled schedule, or one that fires less often than every 3.5 days, which one alarm
         cannot watch)."""
-        if not self.schedule_enabled:
+        if not self.schedule_enabled or self.on_new_inventory:
             return 0
         schedule = parse_schedule(self.schedule)
         if isinstance(schedule, At):
@@ -286,9 +325,14 @@ class DeployConfig:
         worker_handler: str = "",
     ) -> list[dict[str, str]]:
         unqualified, qualifier = split_qualifier(target_arn)
+        inventory_bucket, inventory_prefix = self.inventory or ("", "")
         values = {
             "SourceBucket": self.bucket,
             "SourcePrefix": self.prefix,
+            "SourceUrl": self.source,
+            "InventoryBucket": inventory_bucket,
+            "InventoryPrefix": inventory_prefix,
+            "OnNewInventory": "true" if self.on_new_inventory else "false",
             "TargetFunctionArn": target_arn,
             "ScheduleExpression": self.schedule,
             "ScheduleTimezone": self.timezone,

@@ -54,7 +54,15 @@ def stack_report(
         "outputs": outputs,
     }
     when = now or datetime.now(UTC)
-    report["schedule"] = _part(lambda: _schedule(outputs.get("ScheduleName", name), client, when))
+    if outputs.get("InventoryRuleName"):
+        where = f"s3://{parameters.get('InventoryBucket')}/{parameters.get('InventoryPrefix')}"
+        report["schedule"] = _part(
+            lambda: _inventory_rule(outputs["InventoryRuleName"], where, client)
+        )
+    else:
+        report["schedule"] = _part(
+            lambda: _schedule(outputs.get("ScheduleName", name), client, when)
+        )
     asked = outputs.get("ScheduleTimezone")
     found = report["schedule"].get("timezone")
     if asked and found and asked != found:
@@ -128,6 +136,17 @@ def _schedule(name: str, client: Callable[[str], Any], now: datetime) -> dict[st
 
 def _when(moment: Any) -> str | None:
     return _utc(moment) if isinstance(moment, datetime) else None
+
+
+def _inventory_rule(rule: str, where: str, client: Callable[[str], Any]) -> dict[str, Any]:
+    with aws_errors("DescribeRule", f"rule {rule}"):
+        found = client("events").describe_rule(Name=rule)
+    return {
+        "trigger": f"a new inventory report in {where} starts a run",
+        "rule": rule,
+        "state": found.get("State"),
+        "enabled": found.get("State") == "ENABLED",
+    }
 
 
 def _utc(moment: datetime) -> str:

@@ -252,3 +252,20 @@ def test_bad_inventory_urls_are_bad_input(text: str, says: str) -> None:
     result = CliRunner().invoke(cli, ["plan", text])
     assert result.exit_code == 2 and says in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_deployed_handler_reads_the_newest_report_when_the_rule_starts_it(
+    dest: Any, moto_session: Any, function: str, received: Received, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hopper.handler import handler
+
+    from .test_handler import Context
+
+    url = write_report(dest, [Row("a/1.csv"), Row("b/2.csv"), Row("gone.csv", delete_marker=True)])
+    monkeypatch.setenv("HOPPER_SOURCE", f"inventory:{url}")
+    monkeypatch.setenv("HOPPER_TARGET", function)
+    # The stack's rule passes "{}" (its Input), so the run takes the stack's settings.
+    result = handler({}, Context(60))
+    assert result["status"] == "succeeded", result
+    assert sorted(received.keys(function)) == ["a/1.csv", "b/2.csv"]
+    assert {e["bucket"] for e in received.to(function)} == {"source-bucket"}
