@@ -327,6 +327,84 @@ def p4(keys: int, page_ms: int) -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------- P8
+
+PAGINATOR_PROCESS = """
+import boto3, botocore.config
+s3 = boto3.client("s3", config=botocore.config.Config(retries={"mode": "standard"}))
+count = 0
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="bucket"):
+    count += len(page.get("Contents", ()))
+print(count)
+"""
+
+
+def _process_seconds(args: list[str]) -> tuple[str, float]:
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, check=True, env=dict(os.environ))
+    return done.stdout, time.perf_counter() - started
+
+
+def p8(keys: int, page_ms: int, target: float) -> None:
+    """What a user sees: `hopper plan` as a whole process, start-up included, against a
+    process that lists the same keys with boto3's paginator. Best of two each."""
+    say(f"P8: hopper plan as a process, {keys:,} keys at {page_ms} ms per page ...")
+    hopper = str(Path(sys.executable).with_name("hopper"))
+    with stub(keys=keys, page_ms=page_ms):
+        base = min(_process_seconds([sys.executable, "-c", PAGINATOR_PROCESS]) for _ in range(2))
+        mine = min(_process_seconds([hopper, "plan", f"s3://{BUCKET}", "--json"]) for _ in range(2))
+    assert int(base[0]) == keys and json.loads(mine[0])["selected"] == keys
+    ratio = base[1] / mine[1]
+    ROWS.append(
+        Row(
+            "P8",
+            f"`hopper plan s3://bucket --json` as a process, {keys:,} keys, {page_ms} ms per page"
+            " (start-up, listing, selecting, batching and sizing every event)",
+            f"{mine[1]:.2f} s",
+            f"boto3 paginator process {base[1]:.2f} s",
+            ratio,
+            f"≥ {target:g}x",
+            ratio >= target,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------- P9
+
+
+def p9(rows: int) -> None:
+    """An S3 Inventory report read, sorted and planned (benchmarks/bench_inventory.py)."""
+    import bench_inventory
+
+    say(f"P9: inventory report of {rows:,} rows ...")
+    csv_result = bench_inventory.measure(rows, 8, "CSV")
+    rate = csv_result["rows_per_s"]
+    peak = csv_result["peak_kb"] / 1024
+    ROWS.append(
+        Row(
+            "P9",
+            f"`hopper plan inventory:…` over a {rows:,}-row CSV report in 8 gzipped files, "
+            "rows in no order: read, checked, sorted (external merge), planned",
+            f"{rate:,.0f} rows/s, peak {peak:.0f} MB",
+            f"gzip + csv alone {csv_result['floor_rows_per_s']:,.0f} rows/s",
+            rate / csv_result["floor_rows_per_s"],
+            "≥ 300,000 rows/s, ≤ 256 MB",
+            rate >= 300_000 and peak <= 256,
+            [f"took {csv_result['seconds']:.1f} s"],
+        )
+    )
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        EXTRA.append("- P9 Parquet: pyarrow is not installed (`pip install 'hopper[inventory]'`).")
+        return
+    parquet = bench_inventory.measure(rows, 8, "Parquet")
+    EXTRA.append(
+        f"- P9 with the same report as Parquet (pyarrow): {parquet['rows_per_s']:,.0f} rows/s, "
+        f"peak {parquet['peak_kb'] / 1024:.0f} MB, {parquet['seconds']:.1f} s."
+    )
+
+
 # ---------------------------------------------------------------------------------------- P5
 
 
@@ -639,13 +717,17 @@ STEPS: dict[str, Callable[[], None]] = {
     "P5": lambda: p5(1_000_000),
     "P6": lambda: p6(10_000),
     "P7": p7,
+    "P8": lambda: (p8(200_000, 0, 5), p8(100_000, 80, 8)),  # type: ignore[func-returns-value]
+    "P9": lambda: p9(10_000_000),
     "processes": lambda: processes(30_000, 20),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--only", help="comma-separated steps: ceiling,P1,P3,P4,P5,P6,P7,processes")
+    parser.add_argument(
+        "--only", help="comma-separated steps: ceiling,P1,P3,P4,P5,P6,P7,P8,P9,processes"
+    )
     parser.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.md")
     parser.add_argument("--p5-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -333,6 +333,9 @@ class DeployConfig:
             "InventoryBucket": inventory_bucket,
             "InventoryPrefix": inventory_prefix,
             "OnNewInventory": "true" if self.on_new_inventory else "false",
+            # The report's external sort spills 70-100 bytes a row to /tmp: 10 GB holds
+            # about 100M rows (billed only past 512 MB, and only while it runs).
+            "EphemeralStorageMB": "10240" if self.inventory is not None else "512",
             "TargetFunctionArn": target_arn,
             "ScheduleExpression": self.schedule,
             "ScheduleTimezone": self.timezone,

@@ -643,6 +643,12 @@ def test_deploy_from_an_inventory_reads_only_its_reports_and_runs_when_one_lands
     variables = function["Environment"]["Variables"]
     assert variables["HOPPER_SOURCE"] == source
     assert variables["HOPPER_STATE"] == "s3://source-bucket/_hopper/state"
+    # The report is sorted in /tmp: the function gets Lambda's largest. (Emulator gap, moto
+    # 5.2.5: its CloudFormation leaves a function's EphemeralStorage at 512, so the parameter
+    # is checked here and the template's use of it in test_template.)
+    stack = server_session.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["EphemeralStorageMB"] == "10240"
 
     events = server_session.client("events")
     rule = events.describe_rule(Name=outputs["InventoryRuleName"])

@@ -99,6 +99,7 @@ def test_function_is_current_arm64_json_logging_and_may_recurse(template: Any) -
     assert runtime.startswith("python3.") and int(runtime.split(".")[1]) >= 12
     assert function["Architectures"] == ["arm64"]
     assert function["RecursiveLoop"] == "Allow"
+    assert function["EphemeralStorage"] == {"Size": {"Ref": "EphemeralStorageMB"}}
     assert function["LoggingConfig"]["LogFormat"] == "JSON"
     assert function["Handler"] == "hopper.handler.handler"
     assert template["Resources"]["HopperLogGroup"]["Properties"]["RetentionInDays"] == {
