@@ -44,7 +44,7 @@ SCHEME = "inventory:"
 PAGE_SIZE = 1000
 # Rows sorted in memory before a run is spilled (about 90 MB of rows), and rows per pickled
 # block of a spilled run: the merge holds one block of each run.
-SORT_RUN = 250_000
+SORT_RUN = 150_000
 SPILL_BLOCK = 1024
 # Rows of a CSV file read and decoded together.
 _BLOCK = 8192
@@ -340,6 +340,9 @@ def _pyarrow() -> Any:
             "this inventory report is Parquet or ORC, which needs pyarrow: "
             "pip install 'hopper[inventory]'"
         ) from exc
+    # Arrow's default allocator keeps freed memory for reuse; the rows leave Arrow at once
+    # (to_pylist), so memory held back would only add to the sort's peak.
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     return pyarrow
 
 
@@ -367,7 +370,7 @@ def _table_rows(spool: IO[bytes], file_format: str) -> Iterator[Row]:
         parquet = pq.ParquetFile(spool)
         names = set(parquet.schema_arrow.names)
         wanted = [c for c in _COLUMNAR.values() if c in names]
-        batches: Iterable[Any] = parquet.iter_batches(batch_size=65_536, columns=wanted)
+        batches: Iterable[Any] = parquet.iter_batches(batch_size=16_384, columns=wanted)
     else:
         import pyarrow.orc as orc
 
