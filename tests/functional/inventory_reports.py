@@ -54,8 +54,9 @@ def csv_file(bucket: str, rows: list[Row]) -> bytes:
     return gzip.compress(text.getvalue().encode("utf-8"), mtime=0)
 
 
-def parquet_file(bucket: str, rows: list[Row]) -> bytes:
+def parquet_file(bucket: str, rows: list[Row], fmt: str = "Parquet") -> bytes:
     import pyarrow as pa
+    import pyarrow.orc as orc
     import pyarrow.parquet as pq
 
     def moment(text: str) -> datetime:
@@ -65,18 +66,21 @@ def parquet_file(bucket: str, rows: list[Row]) -> bytes:
         {
             "bucket": [bucket] * len(rows),
             "key": [r.key for r in rows],
-            "version_id": [r.version or None for r in rows],
+            "version_id": pa.array([r.version or None for r in rows], pa.string()),
             "is_latest": [r.latest for r in rows],
             "is_delete_marker": [r.delete_marker for r in rows],
-            "size": [None if r.delete_marker else r.size for r in rows],
+            "size": pa.array([None if r.delete_marker else r.size for r in rows], pa.int64()),
             "last_modified_date": pa.array(
                 [moment(r.last_modified) for r in rows], pa.timestamp("ms", tz="UTC")
             ),
-            "e_tag": [None if r.delete_marker else r.etag for r in rows],
+            "e_tag": pa.array([None if r.delete_marker else r.etag for r in rows], pa.string()),
         }
     )
     out = io.BytesIO()
-    pq.write_table(table, out)
+    if fmt == "ORC":
+        orc.write_table(table, out)
+    else:
+        pq.write_table(table, out)
     return out.getvalue()
 
 
@@ -106,7 +110,7 @@ def write_report(
         if fmt == "CSV":
             body, key = csv_file(source, part), f"{base}data/{when}-{n}.csv.gz"
         else:
-            body, key = parquet_file(source, part), f"{base}data/{when}-{n}.parquet"
+            body, key = parquet_file(source, part, fmt), f"{base}data/{when}-{n}.{fmt.lower()}"
         s3.put_object(Bucket=dest, Key=key, Body=body)
         entries.append({"key": key, "size": len(body), "MD5checksum": md5(body)})
     created = datetime.strptime(when, "%Y-%m-%dT%H-%MZ").replace(tzinfo=UTC)

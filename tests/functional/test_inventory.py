@@ -213,10 +213,11 @@ def test_incremental_runs_over_reports_send_only_what_changed(
     assert (second.counts.dispatched, second.counts.unchanged) == (2, 19)
 
 
-def test_parquet_reports_read_the_same(dest: Any, moto_session: Any) -> None:
+@pytest.mark.parametrize("fmt", ["Parquet", "ORC"])
+def test_parquet_and_orc_reports_read_the_same(dest: Any, moto_session: Any, fmt: str) -> None:
     pytest.importorskip("pyarrow")
     rows = [Row(k) for k in AWKWARD] + [Row("x/old.csv", latest=False)]
-    url = write_report(dest, rows, fmt="Parquet", files=2)
+    url = write_report(dest, rows, fmt=fmt, files=2)
     source = InventorySource(f"inventory:{url}", session=moto_session)
     assert keys_of(source) == sorted(AWKWARD)
     [item] = [i for p in source.pages() for i in p.items if i.key == "plain.csv"]
@@ -269,3 +270,67 @@ def test_the_deployed_handler_reads_the_newest_report_when_the_rule_starts_it(
     assert result["status"] == "succeeded", result
     assert sorted(received.keys(function)) == ["a/1.csv", "b/2.csv"]
     assert {e["bucket"] for e in received.to(function)} == {"source-bucket"}
+
+
+def test_selection_and_the_cursor_work_as_for_a_listing(
+    dest: Any, moto_session: Any, tmp_path: Path, function: str, received: Received
+) -> None:
+    """--include and --limit select from the report, and --start-after resumes it: the two
+    runs together send every selected key once."""
+    keys = [f"logs/{i:03d}.json" for i in range(30)] + [f"tmp/{i}.bin" for i in range(5)]
+    url = write_report(dest, [Row(k) for k in keys], files=3)
+    state = str(tmp_path / "state")
+    first = run(
+        RunConfig(
+            source=f"inventory:{url}", target=function, include=("logs/*",), limit=12,
+            state=state, transport="boto3", invocation_type="request-response",
+        ),
+        session=moto_session,
+    )  # fmt: skip
+    assert first.status == "succeeded" and first.counts.dispatched == 12
+    assert sorted(received.keys(function)) == [f"logs/{i:03d}.json" for i in range(12)]
+    # --start-after means what it means for a listing: strictly after that key.
+    later = run(
+        RunConfig(
+            source=f"inventory:{url}", target=function, include=("logs/*",),
+            start_after="logs/011.json", transport="boto3",
+            invocation_type="request-response",
+        ),
+        session=moto_session,
+    )  # fmt: skip
+    assert later.counts.dispatched == 18
+    assert Counter(received.keys(function)) == Counter(k for k in keys if k.startswith("logs/"))
+
+
+def test_retry_sends_only_what_its_worker_failed(
+    dest: Any, moto_session: Any, tmp_path: Path
+) -> None:
+    keys = [f"k{i:02d}.csv" for i in range(10)]
+    url = write_report(dest, [Row(k) for k in keys], files=2)
+    seen, gate = tmp_path / "seen", tmp_path / "fixed"
+    seen.mkdir()
+    worker = tmp_path / "picky.py"
+    worker.write_text(
+        "import pathlib\n"
+        "def handler(event, context):\n"
+        "    key = event['items'][0]['key']\n"
+        f"    pathlib.Path({str(seen)!r}, key).touch()\n"
+        f"    if key in ('k03.csv', 'k07.csv') and not pathlib.Path({str(gate)!r}).exists():\n"
+        "        raise ValueError('cannot read ' + key)\n"
+        "    return {'ok': key}\n"
+    )
+    state = str(tmp_path / "state")
+    runner = CliRunner()
+    first = runner.invoke(
+        cli, ["run", f"inventory:{url}", "--target", f"{worker}:handler", "--state", state,
+              "--json"],
+    )  # fmt: skip
+    assert first.exit_code == 1, first.output
+    summary = json.loads(first.stdout)
+    assert (summary["processed"], summary["worker_failed"]) == (8, 2)
+    for path in seen.iterdir():
+        path.unlink()
+    gate.touch()
+    again = runner.invoke(cli, ["retry", summary["run_id"], "--state", state, "--json"])
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in seen.iterdir()) == ["k03.csv", "k07.csv"]
