@@ -47,7 +47,8 @@ def stack_report(
         "stack": name,
         "status": stack["StackStatus"],
         "updated": _when(stack.get("LastUpdatedTime") or stack.get("CreationTime")),
-        "source": f"s3://{bucket}/{parameters.get('SourcePrefix') or ''}",
+        "source": parameters.get("SourceUrl")
+        or f"s3://{bucket}/{parameters.get('SourcePrefix') or ''}",
         "target": parameters.get("TargetFunctionArn"),
         "state": f"s3://{bucket}/{STATE}",
         "tracking": outputs.get("ResultsQueueUrl") or "off",

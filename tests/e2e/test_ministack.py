@@ -392,3 +392,51 @@ def test_a_worker_failure_reaches_the_ledger_and_retry_sends_only_it(
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function_event_invoke_config(FunctionName=worker, Qualifier="$LATEST")
     print(f"e2e tracking on ministack: {time.monotonic() - started:.1f}s")
+
+
+def test_a_new_inventory_report_starts_a_run_that_reads_it(ministack_session: Any) -> None:
+    """deploy --source inventory:… --on-new-inventory, for real: writing a report's
+    manifest.checksum fires the stack's rule, the deployed hopper reads and sorts the report
+    (not the bucket), and the deployed worker processes each dataset the report lists."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "functional"))
+    from inventory_reports import Row, write_report
+
+    started = time.monotonic()
+    bucket, stack = "e2e-inv-data", "hopper-inv"
+    make_world(ministack_session, bucket, None, "markers/")
+    s3 = ministack_session.client("s3")
+    s3.create_bucket(Bucket="e2e-inventories")
+    url = write_report(s3, [Row("datasets/placeholder/x.csv")], dest="e2e-inventories",
+                       source=bucket, when="2026-11-29T00-00Z")  # fmt: skip
+    deployed = hopper(
+        "deploy", "--source", f"inventory:{url}?prefix=datasets/", "--mode", "prefixes",
+        "--worker", "examples/worker.py:handler", "--worker-env", "MARKER_PREFIX=markers/",
+        "--on-new-inventory", "--stack-name", stack, "--json",
+    )  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    assert "turned on EventBridge notifications of s3://e2e-inventories" in deployed.stderr
+
+    # The report lists two of the three datasets (and a delete marker): only those run.
+    listed = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix="datasets/")["Contents"]
+        if not o["Key"].startswith("datasets/weather-station-7/")
+    ]
+    rows = [Row(key) for key in listed] + [Row("datasets/gone/x.csv", delete_marker=True)]
+    write_report(s3, rows, dest="e2e-inventories", source=bucket, when="2026-11-30T00-00Z")
+    found = wait_for_markers(ministack_session, bucket, "markers/", 2, timeout=60)
+    assert sorted(m["key"] for m in found) == ["datasets/inventory/", "datasets/sales-2024/"]
+    status = json.loads(hopper("status", "--stack-name", stack, "--json").stdout)
+    assert status["schedule"]["enabled"] is True
+    assert status["last_run"]["dispatched"] == 2
+    print(f"\ninventory report to processed datasets: {time.monotonic() - started:.1f}s")
+
+    destroyed = hopper("destroy", "--stack-name", stack)
+    assert destroyed.exit_code == 0, destroyed.output
+    assert "kept EventBridge notifications of s3://e2e-inventories" in destroyed.stdout
+    assert_nothing_left(ministack_session, stack, bucket)
+    rule = json.loads(deployed.stdout)["InventoryRuleName"]
+    rules = ministack_session.client("events").list_rules()["Rules"]
+    assert rule not in [r["Name"] for r in rules]
