@@ -398,10 +398,7 @@ def test_a_new_inventory_report_starts_a_run_that_reads_it(ministack_session: An
     """deploy --source inventory:… --on-new-inventory, for real: writing a report's
     manifest.checksum fires the stack's rule, the deployed hopper reads and sorts the report
     (not the bucket), and the deployed worker processes each dataset the report lists."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "tests" / "functional"))
-    from inventory_reports import Row, write_report
+    from ..functional.inventory_reports import Row, write_report
 
     started = time.monotonic()
     bucket, stack = "e2e-inv-data", "hopper-inv"
