@@ -13,6 +13,7 @@ Every error carries the exit code the CLI uses, so no caller maps types to codes
     ├── LeaseHeld               exit 3: another run holds the state location
     ├── Conflict                a conditional write lost (the lease's; handled inside hopper)
     ├── DeployError             a stack operation ended in a failed state
+    ├── InventoryError          an inventory report missing, incomplete, or not as its manifest says
     ├── StartFailure            a run that failed before it listed or sent anything
     └── Interrupted             exit 130: Ctrl-C cut a call short
 
@@ -116,6 +117,10 @@ class Conflict(HopperError):
 
 class DeployError(HopperError):
     """A stack operation failed; the message carries the failed resources' reasons."""
+
+
+class InventoryError(HopperError):
+    """An S3 Inventory report that is missing, incomplete, or does not match its manifest."""
 
 
 class StartFailure(HopperError):

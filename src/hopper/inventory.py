@@ -35,7 +35,7 @@ from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from hopper import aws
-from hopper.errors import HopperError, InvalidInput, aws_errors, boto_errors, error_code
+from hopper.errors import InvalidInput, InventoryError, aws_errors, boto_errors, error_code
 from hopper.items import Item, Page, Skipped
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,6 @@ NOT_LATEST = "not the latest version"
 # A row as it is sorted and spilled: key, size, etag, last modified (ISO text or datetime),
 # and why it is skipped (None for an object to hand on).
 Row = tuple[str, int | None, str | None, Any, str | None]
-
-
-class InventoryError(HopperError):
-    """An inventory report that is missing, incomplete, or does not match its manifest."""
 
 
 @dataclass(frozen=True)
