@@ -275,7 +275,8 @@ def run(
 ) -> int:
     """List SOURCE, select, batch and invoke TARGET for every batch.
 
-    SOURCE is s3://BUCKET[/PREFIX] or a local folder. The worker gets f(event, context):
+    SOURCE is s3://BUCKET[/PREFIX], inventory:s3://… (an S3 Inventory report) or a local
+    folder. The worker gets f(event, context):
 
     \b
       event["items"][i]["path"]                   locally: the file (or folder) to read
