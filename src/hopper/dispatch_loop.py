@@ -18,8 +18,8 @@ from typing import Any
 
 from hopper.batching import Oversize
 from hopper.dispatch import Dispatcher, DispatchResult, oversize, unstarted
-from hopper.errors import HopperError
-from hopper.items import NOT_DISPATCHED, Batch, Outcome
+from hopper.errors import HopperError, Interrupted
+from hopper.items import INTERRUPTED, NOT_DISPATCHED, Batch, Outcome
 from hopper.target import Stream, Target
 
 
@@ -80,6 +80,8 @@ class LoopDispatcher(Dispatcher):
                         taking = False
                         if feed.error is None:
                             result.exhausted = True
+                        elif isinstance(feed.error, Interrupted):
+                            result.stopped = INTERRUPTED
                         elif isinstance(feed.error, HopperError):
                             self._fail(feed.error)
                         else:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from hopper.batching import Oversize
 from hopper.dispatch import Dispatcher, DispatchResult, answered, oversize, unstarted
-from hopper.errors import HopperError
-from hopper.items import NOT_DISPATCHED, Batch, Outcome
+from hopper.errors import HopperError, Interrupted
+from hopper.items import INTERRUPTED, NOT_DISPATCHED, Batch, Outcome
 from hopper.target import Chunking, InvokeResult
 
 
@@ -56,6 +56,9 @@ class ThreadDispatcher(Dispatcher):
                     chunk.append(step)
             except StopIteration:
                 result.exhausted, finished = True, True
+            except Interrupted:
+                # The listing itself stopped for Ctrl-C (an inventory report being read).
+                result.stopped, finished = INTERRUPTED, True
             except HopperError as exc:
                 self._fail(exc)
                 finished = True

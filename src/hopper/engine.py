@@ -265,6 +265,15 @@ def run(
     clock = time.monotonic
     began = clock()
     source = source or make_source(config, session=session)
+    if stop is not None and config.source.strip().startswith("inventory:"):
+        from hopper.inventory import InventorySource
+
+        # Ctrl-C reaches into the report's reading, which comes before the first item.
+        for part in (
+            (source.prefixes, source.objects) if isinstance(source, Datasets) else (source,)
+        ):
+            if isinstance(part, InventorySource):
+                part.stop = stop
     target = target or make_target(config, session=session)
     run_id = config.run_id or new_run_id()
     summary = RunSummary(

@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +36,14 @@ from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from hopper import aws
-from hopper.errors import InvalidInput, InventoryError, aws_errors, boto_errors, error_code
+from hopper.errors import (
+    Interrupted,
+    InvalidInput,
+    InventoryError,
+    aws_errors,
+    boto_errors,
+    error_code,
+)
 from hopper.items import Item, Page, Skipped
 
 log = logging.getLogger(__name__)
@@ -484,6 +492,9 @@ class InventorySource:
         self._report: Report | None = None
         self.rows_read = 0
         self.rows_current = 0
+        # The run's Ctrl-C: reading and sorting a large report takes minutes before the first
+        # item, so the read itself stops when this is set.
+        self.stop: threading.Event | None = None
 
     @property
     def report(self) -> Report:
@@ -516,8 +527,13 @@ class InventorySource:
         self.rows_read = 0
 
         def counted() -> Iterator[Row]:
-            prefix = self.prefix
+            prefix, stop = self.prefix, self.stop
             for row in read_rows(self._s3(), report):
+                if stop is not None and self.rows_read % _BLOCK == 0 and stop.is_set():
+                    raise Interrupted(
+                        f"stopped while reading the inventory report ({self.rows_read} rows "
+                        "read); nothing was dispatched"
+                    )
                 if prefix and not row[0].startswith(prefix):
                     continue
                 self.rows_read += 1

@@ -334,3 +334,39 @@ def test_retry_sends_only_what_its_worker_failed(
     again = runner.invoke(cli, ["retry", summary["run_id"], "--state", state, "--json"])
     assert again.exit_code == 0, again.output
     assert sorted(p.name for p in seen.iterdir()) == ["k03.csv", "k07.csv"]
+
+
+@pytest.mark.parametrize("target", ["local", "lambda"])
+def test_ctrl_c_stops_the_reading_of_a_report_and_loses_nothing(
+    dest: Any, moto_session: Any, function: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, target: str,
+) -> None:  # fmt: skip
+    """Reading and sorting a large report comes before the first item: Ctrl-C stops the read
+    itself, and the run ends incomplete, nothing dispatched, its cursor where it began."""
+    import threading
+
+    import hopper.inventory as inventory
+
+    url = write_report(dest, [Row(f"k{i:05d}") for i in range(30_000)], files=2)
+    stop = threading.Event()
+    read = inventory.read_rows
+
+    def ctrl_c_midway(s3: Any, report: Any) -> Any:
+        for n, row in enumerate(read(s3, report)):
+            if n == 10_000:
+                stop.set()
+            yield row
+
+    monkeypatch.setattr(inventory, "read_rows", ctrl_c_midway)
+    worker = tmp_path / "w.py"
+    worker.write_text("def handler(event, context):\n    return 1\n")
+    chosen = f"{worker}:handler" if target == "local" else function
+    summary = run(
+        RunConfig(source=f"inventory:{url}", target=chosen, transport="boto3"),
+        session=moto_session,
+        stop=stop,
+    )
+    assert summary.status == "incomplete" and summary.stop is not None
+    assert summary.stop.reason.value == "interrupted"
+    assert (summary.counts.listed, summary.counts.dispatched) == (0, 0)
+    assert summary.listing_complete is False and summary.error is None
