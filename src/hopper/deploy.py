@@ -154,6 +154,9 @@ class Deployer:
                 if "No updates are to be performed" not in error_message(exc):
                     raise
                 self.progress(f"{config.stack_name} is already up to date")
+                if config.on_new_inventory:
+                    # A deploy that failed after its stack was made left this undone.
+                    self._notify_eventbridge(*config.inventory_or_fail())
                 return self.outputs(config.stack_name)
         final = self._wait(ref, seen)
         if _failed(final):

@@ -453,10 +453,10 @@ def plan(
     if config.source.strip().startswith("inventory:"):
         from hopper.inventory import InventorySource
 
-        assert isinstance(report_source, InventorySource)
-        summary.inventory = inventory_facts(
-            report_source.report, report_source.rows_read, report_source.rows_current
-        )
+        if isinstance(report_source, InventorySource):
+            summary.inventory = inventory_facts(
+                report_source.report, report_source.rows_read, report_source.rows_current
+            )
     return summary
 
 

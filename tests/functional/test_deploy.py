@@ -235,20 +235,21 @@ def test_update_changes_the_schedule_and_status_says_plainly_that_moto_has_none(
     assert status["queues"]["dead_letters"]["messages"] == 0
 
 
+def no_updates(request: Any, **_: Any) -> AWSResponse:
+    """What CloudFormation answers an update that changes nothing (a before-send hook)."""
+    body = (
+        b'<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error>'
+        b"<Type>Sender</Type><Code>ValidationError</Code>"
+        b"<Message>No updates are to be performed.</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+    )
+    return response_xml(request.url, 400, body)
+
+
 def test_an_update_with_no_changes_is_success(
     server_session: Any, worker_in_moto: dict[str, str]
 ) -> None:
     d = deployer(server_session)
     first = d.deploy(config())
-
-    def no_updates(request: Any, **_: Any) -> AWSResponse:
-        # What CloudFormation answers an update that changes nothing.
-        body = (
-            b'<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error>'
-            b"<Type>Sender</Type><Code>ValidationError</Code>"
-            b"<Message>No updates are to be performed.</Message></Error><RequestId>r</RequestId></ErrorResponse>"
-        )
-        return response_xml(request.url, 400, body)
 
     server_session.events.register_first("before-send.cloudformation.UpdateStack", no_updates)
     lines: list[str] = []
@@ -668,6 +669,21 @@ def test_deploy_from_an_inventory_reads_only_its_reports_and_runs_when_one_lands
 
     bucket = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets["inventory-dest"]
     assert bucket.notification_configuration is not None
+    assert bucket.notification_configuration.event_bridge == {}
+    # A deploy that failed after its stack was made (or a hand that turned them off): the next
+    # deploy, with nothing to update in the stack, turns the notifications on again.
+    s3.put_bucket_notification_configuration(
+        Bucket="inventory-dest",
+        NotificationConfiguration={"QueueConfigurations": notifications["QueueConfigurations"]},
+    )
+    assert bucket.notification_configuration.event_bridge is None
+
+    server_session.events.register_first("before-send.cloudformation.UpdateStack", no_updates)
+    again: list[str] = []
+    deployer(server_session, again).deploy(
+        config(source=source, on_new_inventory=True, mode="prefixes")
+    )
+    assert any("already up to date" in line for line in again), again
     assert bucket.notification_configuration.event_bridge == {}
     assert any("turned on EventBridge notifications of s3://inventory-dest" in x for x in lines)
 
