@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import IO, Any
-from urllib.parse import unquote_plus
 
 from hopper import aws
 from hopper.errors import (
@@ -45,6 +44,7 @@ from hopper.errors import (
     error_code,
 )
 from hopper.items import Item, Page, Skipped
+from hopper.wire.listing import url_decoded, url_decoded_lines
 
 log = logging.getLogger(__name__)
 
@@ -325,15 +325,9 @@ def _csv_rows(s3: Any, report: Report, file: DataFile) -> Iterator[Row]:
 
 
 def _decode_keys(raw: list[str]) -> list[str]:
-    """URL-decode a block of CSV keys (a space is +) with one call, or one call per key when
-    a decoded key holds a newline and the block would not split back."""
-    joined = "\n".join(raw)
-    if "%" not in joined and "+" not in joined:
-        return raw
-    keys = unquote_plus(joined).split("\n")
-    if len(keys) == len(raw):
-        return keys
-    return [unquote_plus(key) if "%" in key or "+" in key else key for key in raw]
+    """URL-decode a block of CSV keys with one call, as a listing's page is decoded."""
+    keys = url_decoded_lines("\n".join(raw), len(raw))
+    return [url_decoded(key) for key in raw] if keys is None else keys
 
 
 def _pyarrow() -> Any:

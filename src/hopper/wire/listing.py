@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote, unquote_plus, urlencode
+from urllib.parse import quote, unquote_plus, urlencode
 
 from hopper.errors import is_retryable
 from hopper.items import Item
@@ -70,8 +70,18 @@ def page_from_response(response: dict[str, Any], mode: str) -> ListPage:
     )
 
 
-def _decoded(text: str) -> str:
+def url_decoded(text: str) -> str:
+    """A key as S3 URL-encodes it (encoding-type=url, and S3 Inventory's CSV): + is a space."""
     return unquote_plus(text) if "%" in text or "+" in text else text
+
+
+def url_decoded_lines(joined: str, count: int) -> list[str] | None:
+    """`count` URL-encoded keys joined by newlines, decoded with one call; None when a decoded
+    key holds a newline, so the block no longer splits back into `count` keys."""
+    if "%" in joined or "+" in joined:
+        joined = unquote_plus(joined)
+    keys = joined.split("\n")
+    return keys if len(keys) == count else None
 
 
 # S3 writes each object's fields in its schema's order, on one line; a page written that way
@@ -93,11 +103,9 @@ def _decode_all(raw: list[bytes]) -> list[str]:
     joined = b"\n".join(raw).decode("utf-8")
     if "&" in joined:
         joined = html.unescape(joined)
-    if "%" in joined or "+" in joined:
-        joined = unquote(joined.replace("+", " "))
-    keys = joined.split("\n")
-    if len(keys) != len(raw):
-        return [_decoded(html.unescape(key.decode("utf-8"))) for key in raw]
+    keys = url_decoded_lines(joined, len(raw))
+    if keys is None:
+        return [url_decoded(html.unescape(key.decode("utf-8"))) for key in raw]
     return keys
 
 
@@ -150,7 +158,7 @@ def parse_tree(body: bytes, mode: str, until: str | None = None) -> ListPage:
     if mode == "objects":
         for node in contents:
             fields = {child.tag[len(_NS) :]: child.text or "" for child in node}
-            key = _decoded(fields["Key"])
+            key = url_decoded(fields["Key"])
             if until is not None and key > until:
                 break
             modified = fields.get("LastModified")
@@ -164,15 +172,15 @@ def parse_tree(body: bytes, mode: str, until: str | None = None) -> ListPage:
             )
     else:
         for text in prefixes:
-            key = _decoded(text)
+            key = url_decoded(text)
             if until is not None and key > until:
                 break
             items.append(Item(key=key))
     ends = []
     if contents:
-        ends.append(_decoded(contents[-1].findtext(f"{_NS}Key") or ""))
+        ends.append(url_decoded(contents[-1].findtext(f"{_NS}Key") or ""))
     if prefixes:
-        ends.append(_decoded(prefixes[-1]))
+        ends.append(url_decoded(prefixes[-1]))
     return ListPage(
         items=items,
         last=max(ends) if ends else None,
