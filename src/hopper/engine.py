@@ -39,6 +39,9 @@ from hopper.target import Multiplexing, Target
 from hopper.targets import parse_target
 
 if TYPE_CHECKING:
+    from hopper.inventory import InventorySource
+
+if TYPE_CHECKING:
     from hopper.threshold import Threshold
 
 
@@ -91,6 +94,17 @@ def make_source(config: RunConfig, *, session: Any = None) -> Source:
         # A dataset is unchanged only if nothing inside it changed.
         return Datasets(listing("prefixes"), listing("objects"))
     return listing(config.mode)
+
+
+def _reports(source: Source, config: RunConfig) -> list[InventorySource]:
+    """The inventory sources `source` reads from (a Datasets' prefixes, then its objects);
+    none, and no import of the inventory module, unless the config names a report."""
+    if not config.source.strip().startswith("inventory:"):
+        return []
+    from hopper.inventory import InventorySource
+
+    parts = (source.prefixes, source.objects) if isinstance(source, Datasets) else (source,)
+    return [part for part in parts if isinstance(part, InventorySource)]
 
 
 def make_target(config: RunConfig, *, session: Any = None) -> Target:
@@ -265,15 +279,9 @@ def run(
     clock = time.monotonic
     began = clock()
     source = source or make_source(config, session=session)
-    if stop is not None and config.source.strip().startswith("inventory:"):
-        from hopper.inventory import InventorySource
-
+    for report in _reports(source, config):
         # Ctrl-C reaches into the report's reading, which comes before the first item.
-        for part in (
-            (source.prefixes, source.objects) if isinstance(source, Datasets) else (source,)
-        ):
-            if isinstance(part, InventorySource):
-                part.stop = stop
+        report.stop = stop
     target = target or make_target(config, session=session)
     run_id = config.run_id or new_run_id()
     summary = RunSummary(
@@ -449,14 +457,11 @@ def plan(
             summary.largest_payload_batch = step.index
     if isinstance(source, Datasets):
         summary.fingerprint_objects = source.objects_listed
-    report_source = source.objects if isinstance(source, Datasets) else source
-    if config.source.strip().startswith("inventory:"):
-        from hopper.inventory import InventorySource
-
-        if isinstance(report_source, InventorySource):
-            summary.inventory = inventory_facts(
-                report_source.report, report_source.rows_read, report_source.rows_current
-            )
+    reports = _reports(source, config)
+    if reports:
+        # The last read the objects (of a Datasets, its objects listing): it counted the rows.
+        last = reports[-1]
+        summary.inventory = inventory_facts(last.report, last.rows_read, last.rows_current)
     return summary
 
 
