@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from typing import Any
@@ -15,7 +14,8 @@ from hopper.cli import cli
 from hopper.deploy import ARTIFACTS, DeployConfig, Deployer, artifact_key
 from hopper.errors import DeployError
 
-from .conftest import REPO, make_world, markers, wait_for_markers
+from ..functional.legacy_stack import create_rule_based_stack
+from .conftest import make_world, markers, wait_for_markers
 
 ROLE = "arn:aws:iam::000000000000:role/scheduler"
 
@@ -223,16 +223,9 @@ def test_a_stack_with_the_events_rule_updates_to_scheduler(ministack_session: An
     lam = ministack_session.client("lambda")
     target = lam.get_function_configuration(FunctionName=worker)
     config = DeployConfig(source=f"s3://{bucket}/datasets", target=worker, stack_name=stack)
-    old = (REPO / "tests" / "functional" / "data" / "template_events_rule.yaml").read_text()
-    declared = set(re.findall(r"^  (\w+):\n    Type:", old.split("\nResources:")[0], re.M))
     parameters = config.parameters(target["FunctionArn"], bucket, key, worker_role=target["Role"])
     cfn = ministack_session.client("cloudformation")
-    cfn.create_stack(
-        StackName=stack,
-        TemplateBody=old,
-        Parameters=[p for p in parameters if p["ParameterKey"] in declared],
-        Capabilities=["CAPABILITY_IAM"],
-    )
+    create_rule_based_stack(cfn, stack, parameters)
     cfn.get_waiter("stack_create_complete").wait(
         StackName=stack, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
     )

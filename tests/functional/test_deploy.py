@@ -6,7 +6,6 @@ import ast
 import hashlib
 import io
 import json
-import re
 import subprocess
 import sys
 import zipfile
@@ -25,6 +24,7 @@ from hopper.package import parse_worker, worker_artifact
 
 from .conftest import create_function
 from .faults import response_xml
+from .legacy_stack import create_rule_based_stack
 
 STACK = "hopper-test"
 REPO = Path(__file__).resolve().parents[2]
@@ -527,8 +527,6 @@ def test_a_stack_deployed_with_an_events_rule_updates_to_scheduler_and_leaves_no
 ) -> None:
     """The template of the version before Scheduler, as it was: its rule and permission go
     when the stack is updated."""
-    old = (REPO / "tests" / "functional" / "data" / "template_events_rule.yaml").read_text()
-    assert "AWS::Events::Rule" in old
     data, digest = build_artifact()
     key = artifact_key(STACK, digest)
     server_session.client("s3").put_object(Bucket="source-bucket", Key=key, Body=data)
@@ -537,14 +535,9 @@ def test_a_stack_deployed_with_an_events_rule_updates_to_scheduler_and_leaves_no
     parameters = current.parameters(
         worker_in_moto["worker_arn"], "source-bucket", key, worker_role=role
     )
-    declared = set(re.findall(r"^  (\w+):\n    Type:", old.split("\nResources:")[0], re.M))
     cfn = server_session.client("cloudformation")
-    cfn.create_stack(
-        StackName=STACK,
-        TemplateBody=old,
-        Parameters=[p for p in parameters if p["ParameterKey"] in declared],
-        Capabilities=["CAPABILITY_IAM"],
-    )
+    old = create_rule_based_stack(cfn, STACK, parameters)
+    assert "AWS::Events::Rule" in old
     events = server_session.client("events")
     lam = server_session.client("lambda")
     assert [r["Name"] for r in events.list_rules()["Rules"]] == [STACK]
